@@ -1,0 +1,180 @@
+import type { ConfigField } from "./schema.ts";
+
+/** One setting as an operator sees it: its environment variable, its YAML key and what it does. */
+export interface ConfigVar {
+  /** The environment variable, e.g. `AGGREGATE_HTTP_PORT`. */
+  readonly env: string;
+  /** The key in the YAML file, e.g. `http_port`. */
+  readonly yaml: string;
+  /** One line for the README table. */
+  readonly description: string;
+}
+
+/**
+ * Every setting, in the order the README lists them. The README's configuration table is this
+ * table in prose; a test can compare the two.
+ */
+export const CONFIG_ENV_VARS = {
+  natsUrls: {
+    env: "AGGREGATE_NATS_URL",
+    yaml: "nats_url",
+    description: "NATS server(s), comma separated (a list in YAML); unset = start an embedded nats-server",
+  },
+  natsCreds: { env: "AGGREGATE_NATS_CREDS", yaml: "nats_creds", description: "NATS credentials file" },
+  natsUser: { env: "AGGREGATE_NATS_USER", yaml: "nats_user", description: "NATS user (needs the password)" },
+  natsPassword: {
+    env: "AGGREGATE_NATS_PASSWORD",
+    yaml: "nats_password",
+    description: "NATS password (needs the user); never logged",
+  },
+  storagePath: {
+    env: "AGGREGATE_STORAGE_PATH",
+    yaml: "storage_path",
+    description: "local data directory (default ./.data)",
+  },
+  functionsDir: {
+    env: "AGGREGATE_FUNCTIONS_DIR",
+    yaml: "functions_dir",
+    description: "where aggregate programs live (default ./functions)",
+  },
+  snapshotThreshold: {
+    env: "AGGREGATE_SNAPSHOT_THRESHOLD",
+    yaml: "snapshot_threshold",
+    description: "default events between snapshots, 1..1000000 (default 100)",
+  },
+  maxRetries: {
+    env: "AGGREGATE_MAX_RETRIES",
+    yaml: "max_retries",
+    description: "retries on version conflict, 0..100 (default 10)",
+  },
+  multiTenancy: {
+    env: "AGGREGATE_MULTI_TENANCY",
+    yaml: "multi_tenancy",
+    description: "`optional` (default) or `required`",
+  },
+  defaultTenant: {
+    env: "AGGREGATE_DEFAULT_TENANT",
+    yaml: "default_tenant",
+    description: "tenant used when the header is absent (default empty)",
+  },
+  httpPort: {
+    env: "AGGREGATE_HTTP_PORT",
+    yaml: "http_port",
+    description: "health/metrics/admin port (default 9090; 0 = any free port)",
+  },
+  adminToken: {
+    env: "AGGREGATE_ADMIN_TOKEN",
+    yaml: "admin_token",
+    description:
+      "bearer token for /admin/*, at least 16 characters (admin endpoints are off without it); never logged",
+  },
+  loggerSocket: {
+    env: "AGGREGATE_LOGGER_SOCKET",
+    yaml: "logger_socket",
+    description: "optional unix socket to which JSON log lines are also written",
+  },
+  logLevel: {
+    env: "AGGREGATE_LOG_LEVEL",
+    yaml: "log_level",
+    description: "pino level: fatal, error, warn, info (default), debug, trace or silent",
+  },
+  streamName: {
+    env: "AGGREGATE_STREAM",
+    yaml: "stream_name",
+    description: "JetStream stream of the events (default AGGREGATE_EVENTS)",
+  },
+  bucketName: {
+    env: "AGGREGATE_BUCKET",
+    yaml: "bucket_name",
+    description: "KV bucket of the snapshots (default AGGREGATE_SNAPSHOTS)",
+  },
+  streamReplicas: {
+    env: "AGGREGATE_STREAM_REPLICAS",
+    yaml: "stream_replicas",
+    description: "replicas of the stream and bucket, 1..5 (default 1)",
+  },
+  duplicateWindowMs: {
+    env: "AGGREGATE_DUPLICATE_WINDOW_MS",
+    yaml: "duplicate_window_ms",
+    description: "JetStream duplicate window in ms, 1000..86400000 (default 120000)",
+  },
+  cacheSize: {
+    env: "AGGREGATE_CACHE_SIZE",
+    yaml: "cache_size",
+    description: "aggregates kept in memory per worker, 0..10000000 (default 100000)",
+  },
+  idempotencyWindow: {
+    env: "AGGREGATE_IDEMPOTENCY_WINDOW",
+    yaml: "idempotency_window",
+    description: "recent command ids remembered per aggregate, 1..10000 (default 100)",
+  },
+  programTimeoutMs: {
+    env: "AGGREGATE_PROGRAM_TIMEOUT_MS",
+    yaml: "program_timeout_ms",
+    description: "default time limit of one program call in ms, 1..60000 (default 100)",
+  },
+  programMemoryMb: {
+    env: "AGGREGATE_PROGRAM_MEMORY_MB",
+    yaml: "program_memory_mb",
+    description: "default memory limit of a program sandbox in MB, 1..1024 (default 32)",
+  },
+  shutdownTimeoutMs: {
+    env: "AGGREGATE_SHUTDOWN_TIMEOUT_MS",
+    yaml: "shutdown_timeout_ms",
+    description: "how long SIGTERM waits for in-flight commands in ms, 100..600000 (default 10000)",
+  },
+  requestTimeoutMs: {
+    env: "AGGREGATE_REQUEST_TIMEOUT_MS",
+    yaml: "request_timeout_ms",
+    description: "budget of one JetStream API call in ms, 100..600000 (default 5000)",
+  },
+} as const satisfies Record<ConfigField, ConfigVar>;
+
+/** The variable that names the YAML file, and the file read from the working directory without it. */
+export const CONFIG_FILE = {
+  env: "AGGREGATE_CONFIG",
+  defaultName: "aggregate.yaml",
+  description: "YAML configuration file (default ./aggregate.yaml if present; must exist when set)",
+} as const;
+
+/**
+ * How a raw value is read before validation.
+ * - `int`: env text must be decimal digits with an optional `-`; anything else stays text and fails validation.
+ * - `list`: text is split on commas and trimmed; empty means unset.
+ * - `optional`: empty means unset.
+ * - `text`: taken as is (empty is a value, which validation may refuse).
+ */
+export type FieldKind = "int" | "list" | "optional" | "text";
+
+export const FIELD_KINDS = {
+  natsUrls: "list",
+  natsCreds: "optional",
+  natsUser: "optional",
+  natsPassword: "optional",
+  storagePath: "text",
+  functionsDir: "text",
+  snapshotThreshold: "int",
+  maxRetries: "int",
+  multiTenancy: "text",
+  defaultTenant: "text",
+  httpPort: "int",
+  adminToken: "optional",
+  loggerSocket: "optional",
+  logLevel: "text",
+  streamName: "text",
+  bucketName: "text",
+  streamReplicas: "int",
+  duplicateWindowMs: "int",
+  cacheSize: "int",
+  idempotencyWindow: "int",
+  programTimeoutMs: "int",
+  programMemoryMb: "int",
+  shutdownTimeoutMs: "int",
+  requestTimeoutMs: "int",
+} as const satisfies Record<ConfigField, FieldKind>;
+
+/** Settings whose values are never printed, in errors or logs. */
+export const SECRET_FIELDS: ReadonlySet<ConfigField> = new Set<ConfigField>(["natsPassword", "adminToken"]);
+
+/** All settings, in table order. */
+export const CONFIG_FIELDS = Object.keys(CONFIG_ENV_VARS) as ConfigField[];

@@ -1,0 +1,310 @@
+/**
+ * The event log on JetStream (CONTRACT.md §3): one message per command on the aggregate's
+ * subject, appended with `Nats-Msg-Id` (dedup) and `Nats-Expected-Last-Subject-Sequence`
+ * (optimistic concurrency). JetStream error 10071 becomes VersionConflict here and nowhere else.
+ */
+import { headers as natsHeaders, type NatsConnection } from "@nats-io/nats-core";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  StorageType,
+  jetstream,
+  jetstreamManager,
+  type JetStreamClient,
+  type JetStreamManager,
+  type StoredMsg,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import * as v from "valibot";
+import {
+  Commit,
+  PayloadTooLarge,
+  RehydrationError,
+  StreamError,
+  VersionConflict,
+} from "../contract/index.ts";
+import type { AggregateRef, AppendResult, EventLog, NewCommit, StoredCommit } from "../aggregate/index.ts";
+import { aggregateSubject, commitMsgId, CommitHeader, STREAM_SUBJECTS } from "../naming/index.ts";
+
+export interface EventLogOptions {
+  readonly nc: NatsConnection;
+  readonly stream: string;
+  /** Timeout of JetStream API calls. */
+  readonly timeoutMs?: number;
+}
+
+export interface StreamOptions {
+  readonly replicas?: number;
+  /** The `Nats-Msg-Id` duplicate window. */
+  readonly duplicateWindowMs?: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** JetStream API error: a stream with this name but another configuration exists. */
+const STREAM_NAME_IN_USE = 10058;
+
+/** Commits read one by one with direct gets before a consumer pays off. */
+const DIRECT_READS = 4;
+
+export class StreamSetupError extends Error {
+  override readonly name = "StreamSetupError";
+}
+
+/**
+ * Creates the events stream if it is missing. An existing stream is used as it is, but only if
+ * its subjects cover ours: writing into a stream that does not capture our subjects would lose
+ * every event.
+ */
+export async function ensureEventStream(
+  nc: NatsConnection,
+  name: string,
+  options: StreamOptions = {},
+): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  let existing;
+  try {
+    existing = await jsm.streams.info(name);
+  } catch (err) {
+    if (!(err instanceof JetStreamApiError) || err.code !== JetStreamApiCodes.StreamNotFound) throw err;
+  }
+  if (existing) {
+    const subjects = existing.config.subjects ?? [];
+    if (!subjects.some((s) => covers(s, STREAM_SUBJECTS))) {
+      throw new StreamSetupError(
+        `stream ${name} exists but its subjects ${JSON.stringify(subjects)} do not cover ${STREAM_SUBJECTS}; ` +
+          `fix the stream or set AGGREGATE_STREAM to another name`,
+      );
+    }
+    return;
+  }
+  const config: Partial<StreamConfig> & { name: string } = {
+    name,
+    subjects: [STREAM_SUBJECTS],
+    storage: StorageType.File,
+    num_replicas: options.replicas ?? 1,
+    duplicate_window: (options.duplicateWindowMs ?? 120_000) * 1_000_000,
+    allow_direct: true,
+    deny_delete: true,
+    deny_purge: true,
+  };
+  try {
+    await jsm.streams.add(config);
+  } catch (err) {
+    // Another replica may have created it between our look-up and our add.
+    if (err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE) return;
+    throw err;
+  }
+}
+
+/** Whether subject filter `filter` matches every subject `pattern` matches. */
+export function covers(filter: string, pattern: string): boolean {
+  const f = filter.split(".");
+  const p = pattern.split(".");
+  for (let i = 0; i < f.length; i++) {
+    const ft = f[i]!;
+    if (ft === ">") return i < p.length;
+    const pt = p[i];
+    if (pt === undefined) return false;
+    if (ft === "*") {
+      if (pt === ">") return false;
+      continue;
+    }
+    if (ft !== pt) return false;
+  }
+  return f.length === p.length;
+}
+
+export function createEventLog(options: EventLogOptions): EventLog & { readonly maxPayload: number } {
+  return new JetStreamEventLog(options);
+}
+
+class JetStreamEventLog implements EventLog {
+  readonly #nc: NatsConnection;
+  readonly #js: JetStreamClient;
+  readonly #stream: string;
+  readonly #timeoutMs: number;
+  #jsm: JetStreamManager | undefined;
+
+  constructor(options: EventLogOptions) {
+    this.#nc = options.nc;
+    this.#stream = options.stream;
+    this.#timeoutMs = options.timeoutMs ?? 5_000;
+    this.#js = jetstream(options.nc, { timeout: this.#timeoutMs });
+  }
+
+  get maxPayload(): number {
+    return this.#nc.info?.max_payload ?? 1024 * 1024;
+  }
+
+  async append(ref: AggregateRef, commit: NewCommit, expectedLastSeq: number): Promise<AppendResult> {
+    const subject = aggregateSubject(ref.tenant_id, ref.aggregate_type, ref.aggregate_id);
+    const msgId = commitMsgId(
+      ref.tenant_id,
+      ref.aggregate_type,
+      ref.aggregate_id,
+      commit.command_id as never,
+    );
+    const body = encoder.encode(JSON.stringify({ command_id: commit.command_id, events: commit.events }));
+    const h = natsHeaders();
+    h.set(CommitHeader.Version, String(commit.version));
+    h.set(CommitHeader.CommandHash, commit.payload_hash);
+    h.set(CommitHeader.CorrelationId, commit.correlation_id);
+    if (commit.traceparent) h.set(CommitHeader.TraceParent, commit.traceparent);
+    if (commit.tracestate) h.set(CommitHeader.TraceState, commit.tracestate);
+    if (commit.program) h.set(CommitHeader.Program, commit.program);
+
+    // Headers travel in the same message: count them (generously) against the limit.
+    const headerBytes =
+      256 +
+      msgId.length +
+      subject.length +
+      (commit.traceparent?.length ?? 0) +
+      (commit.tracestate?.length ?? 0);
+    if (body.length + headerBytes > this.maxPayload) {
+      throw new PayloadTooLarge(
+        `the command's events take ${body.length} bytes; one message holds at most ${this.maxPayload - headerBytes}`,
+        { bytes: body.length, max_payload: this.maxPayload },
+      );
+    }
+    try {
+      const ack = await this.#js.publish(subject, body, {
+        msgID: msgId,
+        expect: { lastSubjectSequence: expectedLastSeq },
+        headers: h,
+        timeout: this.#timeoutMs,
+      });
+      return { seq: ack.seq, duplicate: ack.duplicate };
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamWrongLastSequence) {
+        throw new VersionConflict(
+          "another writer appended to the aggregate first",
+          { expected_seq: expectedLastSeq },
+          {
+            cause: err,
+          },
+        );
+      }
+      throw new StreamError(`append to ${this.#stream} failed: ${errorText(err)}`, {}, { cause: err });
+    }
+  }
+
+  async lastSeq(ref: AggregateRef): Promise<number> {
+    const subject = aggregateSubject(ref.tenant_id, ref.aggregate_type, ref.aggregate_id);
+    try {
+      const jsm = await this.#manager();
+      const m = await jsm.direct.getMessage(this.#stream, { last_by_subj: subject });
+      return m?.seq ?? 0;
+    } catch (err) {
+      throw new StreamError(
+        `reading the last commit of ${subject} failed: ${errorText(err)}`,
+        {},
+        { cause: err },
+      );
+    }
+  }
+
+  async read(seq: number): Promise<StoredCommit | undefined> {
+    try {
+      const jsm = await this.#manager();
+      // A direct get may be served by a replica that has not seen the message yet: ask the leader then.
+      const m =
+        (await jsm.direct.getMessage(this.#stream, { seq })) ??
+        (await jsm.streams.getMessage(this.#stream, { seq }));
+      return m ? parseStored(m.seq, m.subject, m.data, m.header.get(CommitHeader.CommandHash)) : undefined;
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.NoMessageFound) return undefined;
+      if (err instanceof RehydrationError) throw err;
+      throw new StreamError(`reading stream sequence ${seq} failed: ${errorText(err)}`, {}, { cause: err });
+    }
+  }
+
+  async readAfter(ref: AggregateRef, afterSeq: number, untilSeq: number): Promise<StoredCommit[]> {
+    const subject = aggregateSubject(ref.tenant_id, ref.aggregate_type, ref.aggregate_id);
+    const out: StoredCommit[] = [];
+    let cursor = afterSeq;
+    try {
+      const jsm = await this.#manager();
+      // Most loads find a few commits after the snapshot: a handful of direct gets is cheaper
+      // than creating a consumer.
+      for (let i = 0; i < DIRECT_READS && cursor < untilSeq; i++) {
+        const m: StoredMsg | null = await jsm.direct.getMessage(this.#stream, {
+          seq: cursor + 1,
+          next_by_subj: subject,
+        });
+        if (!m || m.seq > untilSeq) return out;
+        out.push(parseStored(m.seq, m.subject, m.data, m.header.get(CommitHeader.CommandHash)));
+        cursor = m.seq;
+      }
+      if (cursor >= untilSeq) return out;
+
+      const info = await jsm.consumers.add(this.#stream, {
+        filter_subject: subject,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: cursor + 1,
+        ack_policy: AckPolicy.None,
+        mem_storage: true,
+        num_replicas: 1,
+        inactive_threshold: 30_000_000_000,
+      });
+      const consumer = this.#js.consumers.getConsumerFromInfo(info);
+      try {
+        while (cursor < untilSeq) {
+          const batch = await consumer.fetch({ max_messages: 512, expires: this.#timeoutMs });
+          let got = 0;
+          for await (const m of batch) {
+            got++;
+            if (m.seq > untilSeq) {
+              cursor = untilSeq;
+              break;
+            }
+            out.push(parseStored(m.seq, m.subject, m.data, m.headers?.get(CommitHeader.CommandHash)));
+            cursor = m.seq;
+            if (m.info.pending === 0) {
+              // Nothing more on the subject: a commit up to untilSeq was removed.
+              untilSeq = cursor;
+              break;
+            }
+          }
+          if (got === 0) break;
+        }
+      } finally {
+        consumer.delete().catch(() => undefined);
+      }
+      return out;
+    } catch (err) {
+      if (err instanceof RehydrationError) throw err;
+      throw new StreamError(
+        `reading the commits of ${subject} failed: ${errorText(err)}`,
+        {},
+        { cause: err },
+      );
+    }
+  }
+
+  async #manager(): Promise<JetStreamManager> {
+    this.#jsm ??= await jetstreamManager(this.#nc, { timeout: this.#timeoutMs, checkAPI: false });
+    return this.#jsm;
+  }
+}
+
+function parseStored(seq: number, subject: string, data: Uint8Array, hash: string | undefined): StoredCommit {
+  let commit;
+  try {
+    commit = v.parse(Commit, JSON.parse(decoder.decode(data)));
+  } catch (err) {
+    throw new RehydrationError(
+      `stream sequence ${seq} on ${subject} is not a valid commit`,
+      { seq },
+      { cause: err },
+    );
+  }
+  return { seq, subject, commit, payload_hash: hash || undefined };
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

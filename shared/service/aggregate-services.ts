@@ -1,0 +1,248 @@
+/**
+ * One NATS micro service per aggregate type (`aggregate-<type>`, CONTRACT.md §2), so that
+ * `nats micro ls/info/stats` and any `$SRV.PING` client see it. Every endpoint handler goes
+ * through `serve`, the one async-safe wrapper: @nats-io/services only catches synchronous
+ * throws, so an async handler that rejects would otherwise leave the caller to time out.
+ */
+import { Match, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
+import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
+import {
+  StreamError,
+  Unavailable,
+  headerSafe,
+  isAggregateError,
+  type AggregateError,
+  type AggregateType,
+  type ErrorCode,
+} from "../contract/index.ts";
+import type { CommandHandler, Logger } from "../aggregate/index.ts";
+import { endpointSubject, serviceName } from "../naming/index.ts";
+import { parseGet, parseSubmit, type RequestHeaders, type RequestPolicy } from "./request.ts";
+
+export interface AggregateTypeInfo {
+  readonly type: AggregateType;
+  readonly description?: string;
+  /** Shown in `$SRV.INFO` (string values only). */
+  readonly metadata?: Record<string, string>;
+}
+
+/** What happened to one request, for logs and metrics. */
+export interface RequestOutcome {
+  readonly endpoint: "submit" | "get";
+  readonly aggregate_type: AggregateType;
+  readonly tenant_id?: string;
+  readonly aggregate_id?: string;
+  readonly command_id?: string;
+  readonly correlation_id?: string;
+  readonly traceparent?: string;
+  readonly version?: number;
+  /** `ok`, `duplicate`, or the error code. */
+  readonly outcome: "ok" | "duplicate" | ErrorCode;
+  readonly durationMs: number;
+  readonly error?: AggregateError;
+}
+
+export interface AggregateServicesOptions {
+  readonly nc: NatsConnection;
+  readonly handler: CommandHandler;
+  readonly types: readonly AggregateTypeInfo[];
+  readonly policy: RequestPolicy;
+  readonly log: Logger;
+  /** Service version (semver), shown in `$SRV.INFO`. */
+  readonly version: string;
+  /** Refuses a tenant's new commands (drain): return an error to refuse. */
+  readonly admit?: (tenant: string) => AggregateError | undefined;
+  /** Called once per request after the reply is sent. */
+  readonly onOutcome?: (outcome: RequestOutcome) => void;
+  /** Wall-clock source for durations; performance.now by default. */
+  readonly now?: () => number;
+}
+
+export interface AggregateServices {
+  readonly services: readonly Service[];
+  /** Requests being handled right now. */
+  readonly inFlight: number;
+  /** Per-type counters (also in `$SRV.STATS` endpoint data). */
+  stats(type: string): EndpointCounters | undefined;
+  /** Stops taking requests, then waits (up to `timeoutMs`) for the ones in flight. True when all finished. */
+  stop(timeoutMs: number): Promise<boolean>;
+}
+
+export interface EndpointCounters {
+  in_flight: number;
+  requests: number;
+  ok: number;
+  duplicates: number;
+  errors: number;
+  conflicts: number;
+  errors_by_code: Record<string, number>;
+}
+
+const encoder = new TextEncoder();
+
+export async function startAggregateServices(options: AggregateServicesOptions): Promise<AggregateServices> {
+  const { nc, handler, policy, log } = options;
+  const now = options.now ?? (() => performance.now());
+  const counters = new Map<string, EndpointCounters>();
+  let inFlight = 0;
+  let stopping = false;
+  const idle: Array<() => void> = [];
+
+  const serve =
+    (type: AggregateType, endpoint: "submit" | "get", work: (msg: ServiceMsg) => Promise<unknown>) =>
+    (err: Error | null, msg: ServiceMsg): void => {
+      if (err) {
+        log.error({ err, aggregate_type: type, endpoint }, "endpoint subscription failed");
+        return;
+      }
+      inFlight++;
+      const c = counters.get(type)!;
+      c.in_flight++;
+      c.requests++;
+      void run(type, endpoint, msg, work).finally(() => {
+        inFlight--;
+        c.in_flight--;
+        if (inFlight === 0) for (const resolve of idle.splice(0)) resolve();
+      });
+    };
+
+  async function run(
+    type: AggregateType,
+    endpoint: "submit" | "get",
+    msg: ServiceMsg,
+    work: (msg: ServiceMsg) => Promise<unknown>,
+  ): Promise<void> {
+    const started = now();
+    const c = counters.get(type)!;
+    let outcome: Omit<RequestOutcome, "durationMs">;
+    try {
+      if (stopping) throw new Unavailable("the service is shutting down");
+      const result = (await work(msg)) as Record<string, unknown>;
+      respond(msg, encoder.encode(JSON.stringify(result)));
+      const duplicate = result["duplicate"] === true;
+      if (duplicate) c.duplicates++;
+      else c.ok++;
+      outcome = {
+        endpoint,
+        aggregate_type: type,
+        tenant_id: result["tenant_id"] as string,
+        aggregate_id: result["aggregate_id"] as string,
+        command_id: result["command_id"] as string | undefined,
+        correlation_id: result["correlation_id"] as string | undefined,
+        version: result["version"] as number,
+        outcome: duplicate ? "duplicate" : "ok",
+      };
+    } catch (e) {
+      const error = toAggregateError(e);
+      if (!isAggregateError(e)) log.error({ err: e, aggregate_type: type, endpoint }, "unexpected error");
+      c.errors++;
+      c.errors_by_code[error.name] = (c.errors_by_code[error.name] ?? 0) + 1;
+      if (error.name === "VersionConflict") c.conflicts++;
+      try {
+        msg.respondError(
+          error.status,
+          headerSafe(error.message),
+          encoder.encode(JSON.stringify(error.toJSON())),
+        );
+      } catch (respondErr) {
+        log.warn({ err: respondErr }, "could not send the error reply");
+      }
+      outcome = { endpoint, aggregate_type: type, outcome: error.name, error, ...requestIds(msg) };
+    }
+    try {
+      options.onOutcome?.({ ...outcome, durationMs: now() - started });
+    } catch (hookErr) {
+      log.warn({ err: hookErr }, "outcome hook failed");
+    }
+  }
+
+  const svcm = new Svcm(nc);
+  const services: Service[] = [];
+  for (const info of options.types) {
+    const type = info.type;
+    counters.set(type, {
+      in_flight: 0,
+      requests: 0,
+      ok: 0,
+      duplicates: 0,
+      errors: 0,
+      conflicts: 0,
+      errors_by_code: {},
+    });
+    const service = await svcm.add({
+      name: serviceName(type),
+      version: options.version,
+      description: info.description ?? `Commands for aggregates of type ${type}`,
+      metadata: { aggregate_type: type, ...info.metadata },
+      statsHandler: () => {
+        const c = counters.get(type)!;
+        return Promise.resolve({
+          ...c,
+          errors_by_code: { ...c.errors_by_code },
+          cached_aggregates: handler.cachedAggregates,
+        });
+      },
+    });
+    service.addEndpoint("submit", {
+      subject: endpointSubject(type, "submit"),
+      metadata: { description: "handle one command" },
+      handler: serve(type, "submit", async (msg) => {
+        const command = parseSubmit(type, headerView(msg.headers), msg.data, policy);
+        const refused = options.admit?.(command.tenant_id);
+        if (refused) throw refused;
+        return handler.submit(command);
+      }),
+    });
+    service.addEndpoint("get", {
+      subject: endpointSubject(type, "get"),
+      metadata: { description: "current state of one aggregate" },
+      handler: serve(type, "get", async (msg) =>
+        handler.get(parseGet(type, headerView(msg.headers), msg.data, policy)),
+      ),
+    });
+    services.push(service);
+  }
+
+  return {
+    services,
+    get inFlight() {
+      return inFlight;
+    },
+    stats: (type) => counters.get(type),
+    async stop(timeoutMs) {
+      stopping = true;
+      await Promise.all(services.map((s) => s.stop().catch(() => null)));
+      if (inFlight === 0) return true;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const finished = await Promise.race([
+        new Promise<boolean>((resolve) => idle.push(() => resolve(true))),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), timeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
+      return finished;
+    },
+  };
+}
+
+function respond(msg: ServiceMsg, data: Uint8Array): void {
+  // A request published without a reply subject is handled, but there is no one to tell.
+  if (msg.reply) msg.respond(data);
+}
+
+/** Header values looked up case-insensitively: gateways differ in how they spell names. */
+function headerView(h: MsgHdrs | undefined): RequestHeaders | undefined {
+  if (!h) return undefined;
+  return { values: (name) => (h.has(name, Match.IgnoreCase) ? h.values(name, Match.IgnoreCase) : []) };
+}
+
+function requestIds(msg: ServiceMsg): { correlation_id?: string } {
+  const id = msg.headers?.get("x-correlation-id", Match.IgnoreCase);
+  return id ? { correlation_id: id } : {};
+}
+
+function toAggregateError(e: unknown): AggregateError {
+  if (isAggregateError(e)) return e;
+  return new StreamError(`internal error: ${e instanceof Error ? e.message : String(e)}`, {}, { cause: e });
+}

@@ -1,0 +1,10 @@
+export { startAggregateServices } from "./aggregate-services.ts";
+export type {
+  AggregateServices,
+  AggregateServicesOptions,
+  AggregateTypeInfo,
+  EndpointCounters,
+  RequestOutcome,
+} from "./aggregate-services.ts";
+export { canonicalJson, parseGet, parseSubmit, payloadHash, resolveTenant } from "./request.ts";
+export type { RequestHeaders, RequestPolicy } from "./request.ts";

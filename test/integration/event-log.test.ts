@@ -1,0 +1,153 @@
+import { randomUUID } from "node:crypto";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  PayloadTooLarge,
+  VersionConflict,
+  type AggregateId,
+  type AggregateType,
+  type Event,
+  type TenantId,
+} from "../../shared/contract/index.ts";
+import type { AggregateRef, NewCommit } from "../../shared/aggregate/index.ts";
+import { covers, createEventLog, ensureEventStream, StreamSetupError } from "../../shared/event-log/index.ts";
+import { aggregateSubject } from "../../shared/naming/index.ts";
+import { connectTest, uniqueName } from "../support/nats.ts";
+
+const stream = uniqueName("EVENTS");
+let nc: Awaited<ReturnType<typeof connectTest>>;
+let log: ReturnType<typeof createEventLog>;
+
+beforeAll(async () => {
+  nc = await connectTest();
+  // Each file's stream must not overlap another file's subjects: a unique tenant per file does it.
+  await ensureEventStream(nc, stream, {});
+  log = createEventLog({ nc, stream });
+});
+afterAll(async () => {
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.delete(stream).catch(() => undefined);
+  await nc.close();
+});
+
+function ref(tenant = "tenant-a"): AggregateRef {
+  return {
+    tenant_id: tenant as TenantId,
+    aggregate_type: "account" as AggregateType,
+    aggregate_id: randomUUID() as AggregateId,
+  };
+}
+
+function commit(r: AggregateRef, fromVersion: number, count = 1, bytes = 0): NewCommit {
+  const command_id = randomUUID();
+  const events: Event[] = Array.from({ length: count }, (_, i) => ({
+    tenant_id: r.tenant_id,
+    event_id: randomUUID(),
+    aggregate_id: r.aggregate_id,
+    aggregate_type: r.aggregate_type,
+    version: fromVersion + i + 1,
+    event_type: "deposited",
+    payload: { type: "deposited", amount: 1, pad: "x".repeat(bytes) },
+    command_id,
+    correlation_id: "c",
+    timestamp: new Date().toISOString(),
+    metadata: {},
+  }));
+  return { command_id, events, version: fromVersion + count, payload_hash: "h", correlation_id: "c" };
+}
+
+describe("event log on JetStream", () => {
+  it("appends and reads back a commit with its headers (T5.1)", async () => {
+    const r = ref();
+    const c = commit(r, 0, 2);
+    const { seq, duplicate } = await log.append(r, c, 0);
+    expect(duplicate).toBe(false);
+    expect(await log.lastSeq(r)).toBe(seq);
+    const stored = await log.read(seq);
+    expect(stored?.commit.events.map((e) => e.version)).toEqual([1, 2]);
+    expect(stored?.payload_hash).toBe("h");
+    const jsm = await jetstreamManager(nc);
+    const raw = await jsm.streams.getMessage(stream, { seq });
+    expect(raw?.subject).toBe(`tenant.tenant-a.aggregate.account.${r.aggregate_id}`);
+    expect(raw?.header.get("Aggregate-Version")).toBe("2");
+    expect(raw?.header.get("Nats-Msg-Id")).toBe(`tenant-a.account.${r.aggregate_id}.${c.command_id}`);
+  });
+
+  it("refuses an append whose expected sequence is stale with VersionConflict", async () => {
+    const r = ref();
+    await log.append(r, commit(r, 0), 0);
+    await expect(log.append(r, commit(r, 0), 0)).rejects.toThrow(VersionConflict);
+  });
+
+  it("answers a duplicate message id with the original sequence, whatever the expected sequence", async () => {
+    const r = ref();
+    const c = commit(r, 0);
+    const first = await log.append(r, c, 0);
+    await log.append(r, commit(r, 1), first.seq);
+    const again = await log.append(r, c, 0);
+    expect(again).toEqual({ seq: first.seq, duplicate: true });
+  });
+
+  it("reads the commits after a sequence, in order, only of that aggregate (T5.2, T5.3)", async () => {
+    const r = ref();
+    const other = ref();
+    let last = 0;
+    const seqs: number[] = [];
+    for (let v = 0; v < 12; v++) {
+      const { seq } = await log.append(r, commit(r, v), last);
+      last = seq;
+      seqs.push(seq);
+      await log.append(other, commit(other, v), await log.lastSeq(other));
+    }
+    // more than the direct-get budget: exercises the consumer path too
+    const all = await log.readAfter(r, 0, last);
+    expect(all.map((s) => s.commit.events[0]!.version)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    const tail = await log.readAfter(r, seqs[9]!, last);
+    expect(tail.map((s) => s.commit.events[0]!.version)).toEqual([11, 12]);
+    expect(await log.readAfter(r, last, last)).toEqual([]);
+  });
+
+  it("keeps tenants apart: the same aggregate id under another tenant has no events (T5.4)", async () => {
+    const a = ref("tenant-a");
+    const b: AggregateRef = { ...a, tenant_id: "tenant-b" as TenantId };
+    await log.append(a, commit(a, 0), 0);
+    expect(await log.lastSeq(b)).toBe(0);
+    expect(await log.readAfter(b, 0, 1_000_000)).toEqual([]);
+  });
+
+  it("builds subjects that start with the tenant, `_` for the default tenant (T5.5)", () => {
+    const id = randomUUID() as AggregateId;
+    expect(aggregateSubject("acme-corp" as TenantId, "Account" as AggregateType, id)).toBe(
+      `tenant.acme-corp.aggregate.Account.${id}`,
+    );
+    expect(aggregateSubject("" as TenantId, "Account" as AggregateType, id)).toBe(
+      `tenant._.aggregate.Account.${id}`,
+    );
+  });
+
+  it("refuses a commit larger than the server's max payload before publishing", async () => {
+    const r = ref();
+    const before = await log.lastSeq(r);
+    await expect(log.append(r, commit(r, 0, 1, log.maxPayload), 0)).rejects.toThrow(PayloadTooLarge);
+    expect(await log.lastSeq(r)).toBe(before);
+  });
+
+  it("refuses to start on an existing stream whose subjects do not cover ours", async () => {
+    const name = uniqueName("OTHER");
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name, subjects: [`unrelated.${name}.>`] });
+    try {
+      await expect(ensureEventStream(nc, name)).rejects.toThrow(StreamSetupError);
+    } finally {
+      await jsm.streams.delete(name);
+    }
+  });
+
+  it("matches subject filters the way NATS does", () => {
+    expect(covers("tenant.*.aggregate.*.*", "tenant.*.aggregate.*.*")).toBe(true);
+    expect(covers("tenant.>", "tenant.*.aggregate.*.*")).toBe(true);
+    expect(covers(">", "tenant.*.aggregate.*.*")).toBe(true);
+    expect(covers("tenant.acme.>", "tenant.*.aggregate.*.*")).toBe(false);
+    expect(covers("tenant.*.aggregate.*", "tenant.*.aggregate.*.*")).toBe(false);
+  });
+});
