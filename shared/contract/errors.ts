@@ -100,5 +100,5 @@ export function isAggregateError(e: unknown): e is AggregateError {
 /** One line, no CR/LF, bounded: safe for the `Nats-Service-Error` header. */
 export function headerSafe(message: string, max = 256): string {
   const line = message.replace(/[\r\n\t]+/g, " ").replace(/[^\x20-\x7e]/g, "?");
-  return line.length > max ? `${line.slice(0, max - 1)}…`.replace(/…$/, "...") : line;
+  return line.length > max ? `${line.slice(0, max - 3)}...` : line;
 }

@@ -12,14 +12,17 @@ import {
 import type { AggregateRef, NewCommit } from "../../shared/aggregate/index.ts";
 import { covers, createEventLog, ensureEventStream, StreamSetupError } from "../../shared/event-log/index.ts";
 import { aggregateSubject } from "../../shared/naming/index.ts";
-import { connectTest, uniqueName } from "../support/nats.ts";
+import type { NatsServer } from "../../shared/nats-server/index.ts";
+import { connectTest, startTestNats, uniqueName } from "../support/nats.ts";
 
 const stream = uniqueName("EVENTS");
+let server: NatsServer;
 let nc: Awaited<ReturnType<typeof connectTest>>;
 let log: ReturnType<typeof createEventLog>;
 
 beforeAll(async () => {
-  nc = await connectTest();
+  server = await startTestNats();
+  nc = await connectTest(server);
   // Each file's stream must not overlap another file's subjects: a unique tenant per file does it.
   await ensureEventStream(nc, stream, {});
   log = createEventLog({ nc, stream });
@@ -28,6 +31,7 @@ afterAll(async () => {
   const jsm = await jetstreamManager(nc);
   await jsm.streams.delete(stream).catch(() => undefined);
   await nc.close();
+  await server.stop();
 });
 
 function ref(tenant = "tenant-a"): AggregateRef {

@@ -5,16 +5,19 @@ import type { AggregateId, AggregateType, Snapshot, TenantId } from "../../share
 import type { AggregateRef, SnapshotStore } from "../../shared/aggregate/index.ts";
 import { createSnapshotStore, openSnapshotBucket } from "../../shared/snapshot-store/index.ts";
 import { memoryLogger } from "../support/memory-ports.ts";
-import { connectTest, uniqueName } from "../support/nats.ts";
+import type { NatsServer } from "../../shared/nats-server/index.ts";
+import { connectTest, startTestNats, uniqueName } from "../support/nats.ts";
 
 const bucket = uniqueName("SNAPS");
+let server: NatsServer;
 let nc: Awaited<ReturnType<typeof connectTest>>;
 let kv: KV;
 let store: SnapshotStore;
 const log = memoryLogger();
 
 beforeAll(async () => {
-  nc = await connectTest();
+  server = await startTestNats();
+  nc = await connectTest(server);
   kv = await openSnapshotBucket(nc, bucket);
   store = createSnapshotStore({ kv, log });
 });
@@ -24,6 +27,7 @@ afterAll(async () => {
     .then((b) => b.destroy())
     .catch(() => undefined);
   await nc.close();
+  await server.stop();
 });
 
 function ref(tenant = "tenant-a"): AggregateRef {
