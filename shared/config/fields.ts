@@ -128,6 +128,12 @@ export const CONFIG_ENV_VARS = {
     yaml: "request_timeout_ms",
     description: "budget of one JetStream API call in ms, 100..600000 (default 5000)",
   },
+  metricsTenantLabels: {
+    env: "AGGREGATE_METRICS_TENANT_LABELS",
+    yaml: "metrics_tenant_labels",
+    description:
+      "label command metrics by tenant: true (default) or false for deployments with very many tenants",
+  },
 } as const satisfies Record<ConfigField, ConfigVar>;
 
 /** The variable that names the YAML file, and the file read from the working directory without it. */
@@ -144,7 +150,7 @@ export const CONFIG_FILE = {
  * - `optional`: empty means unset.
  * - `text`: taken as is (empty is a value, which validation may refuse).
  */
-export type FieldKind = "int" | "list" | "optional" | "text";
+export type FieldKind = "bool" | "int" | "list" | "optional" | "text";
 
 export const FIELD_KINDS = {
   natsUrls: "list",
@@ -171,6 +177,7 @@ export const FIELD_KINDS = {
   programMemoryMb: "int",
   shutdownTimeoutMs: "int",
   requestTimeoutMs: "int",
+  metricsTenantLabels: "bool",
 } as const satisfies Record<ConfigField, FieldKind>;
 
 /** Settings whose values are never printed, in errors or logs. */

@@ -103,6 +103,8 @@ interface ConfigFile {
 /** `undefined` means "unset": the next layer down applies. */
 function decodeEnv(kind: FieldKind, text: string): unknown {
   switch (kind) {
+    case "bool":
+      return text === "true" || text === "1" ? true : text === "false" || text === "0" ? false : text;
     case "int":
       // Anything but plain decimal stays text; validation then reports it with the field's range.
       return /^-?[0-9]+$/.test(text) ? Number(text) : text;
@@ -124,6 +126,7 @@ function decodeYaml(kind: FieldKind, raw: unknown): unknown {
       return raw;
     case "optional":
       return raw === "" ? undefined : raw;
+    case "bool":
     case "int":
     case "text":
       return raw;

@@ -153,6 +153,8 @@ export const Config = v.pipe(
     shutdownTimeoutMs: v.optional(integer(100, 600_000), 10_000),
     /** `AGGREGATE_REQUEST_TIMEOUT_MS`: budget of one JetStream API call; 100..600000 ms, default 5000. */
     requestTimeoutMs: v.optional(integer(100, 600_000), 5000),
+    /** `AGGREGATE_METRICS_TENANT_LABELS`: label command metrics by tenant; turn off with very many tenants; default true. */
+    metricsTenantLabels: v.optional(v.boolean("must be true or false"), true),
   }),
   v.forward(
     v.partialCheck(

@@ -50,8 +50,11 @@ export interface AggregateServicesOptions {
   readonly log: Logger;
   /** Service version (semver), shown in `$SRV.INFO`. */
   readonly version: string;
-  /** Refuses a tenant's new commands (drain): return an error to refuse. */
-  readonly admit?: (tenant: string) => AggregateError | undefined;
+  /** Admits commands per tenant (drains); `leave` is called when an admitted command is done. */
+  readonly gate?: {
+    enter(tenant: string, aggregateId: string): AggregateError | undefined;
+    leave(tenant: string): void;
+  };
   /** Called once per request after the reply is sent. */
   readonly onOutcome?: (outcome: RequestOutcome) => void;
   /** Wall-clock source for durations; performance.now by default. */
@@ -89,7 +92,11 @@ export async function startAggregateServices(options: AggregateServicesOptions):
   const idle: Array<() => void> = [];
 
   const serve =
-    (type: AggregateType, endpoint: "submit" | "get", work: (msg: ServiceMsg) => Promise<unknown>) =>
+    (
+      type: AggregateType,
+      endpoint: "submit" | "get",
+      work: (msg: ServiceMsg, known: KnownIds) => Promise<unknown>,
+    ) =>
     (err: Error | null, msg: ServiceMsg): void => {
       if (err) {
         log.error({ err, aggregate_type: type, endpoint }, "endpoint subscription failed");
@@ -110,14 +117,16 @@ export async function startAggregateServices(options: AggregateServicesOptions):
     type: AggregateType,
     endpoint: "submit" | "get",
     msg: ServiceMsg,
-    work: (msg: ServiceMsg) => Promise<unknown>,
+    work: (msg: ServiceMsg, known: KnownIds) => Promise<unknown>,
   ): Promise<void> {
     const started = now();
     const c = counters.get(type)!;
+    // Filled in as soon as the request is parsed, so failures are logged with what was known.
+    const known: KnownIds = {};
     let outcome: Omit<RequestOutcome, "durationMs">;
     try {
       if (stopping) throw new Unavailable("the service is shutting down");
-      const result = (await work(msg)) as Record<string, unknown>;
+      const result = (await work(msg, known)) as Record<string, unknown>;
       respond(msg, encoder.encode(JSON.stringify(result)));
       const duplicate = result["duplicate"] === true;
       if (duplicate) c.duplicates++;
@@ -125,10 +134,7 @@ export async function startAggregateServices(options: AggregateServicesOptions):
       outcome = {
         endpoint,
         aggregate_type: type,
-        tenant_id: result["tenant_id"] as string,
-        aggregate_id: result["aggregate_id"] as string,
-        command_id: result["command_id"] as string | undefined,
-        correlation_id: result["correlation_id"] as string | undefined,
+        ...known,
         version: result["version"] as number,
         outcome: duplicate ? "duplicate" : "ok",
       };
@@ -147,7 +153,7 @@ export async function startAggregateServices(options: AggregateServicesOptions):
       } catch (respondErr) {
         log.warn({ err: respondErr }, "could not send the error reply");
       }
-      outcome = { endpoint, aggregate_type: type, outcome: error.name, error, ...requestIds(msg) };
+      outcome = { endpoint, aggregate_type: type, outcome: error.name, error, ...known };
     }
     try {
       options.onOutcome?.({ ...outcome, durationMs: now() - started });
@@ -186,11 +192,24 @@ export async function startAggregateServices(options: AggregateServicesOptions):
     service.addEndpoint("submit", {
       subject: endpointSubject(type, "submit"),
       metadata: { description: "handle one command" },
-      handler: serve(type, "submit", async (msg) => {
+      handler: serve(type, "submit", async (msg, known) => {
         const command = parseSubmit(type, headerView(msg.headers), msg.data, policy);
-        const refused = options.admit?.(command.tenant_id);
+        Object.assign(known, {
+          tenant_id: command.tenant_id,
+          aggregate_id: command.aggregate_id,
+          command_id: command.command_id,
+          correlation_id: command.correlation_id,
+          traceparent: command.traceparent,
+        });
+        const gate = options.gate;
+        if (!gate) return handler.submit(command);
+        const refused = gate.enter(command.tenant_id, command.aggregate_id);
         if (refused) throw refused;
-        return handler.submit(command);
+        try {
+          return await handler.submit(command);
+        } finally {
+          gate.leave(command.tenant_id);
+        }
       }),
     });
     service.addEndpoint("get", {
@@ -237,9 +256,13 @@ function headerView(h: MsgHdrs | undefined): RequestHeaders | undefined {
   return { values: (name) => (h.has(name, Match.IgnoreCase) ? h.values(name, Match.IgnoreCase) : []) };
 }
 
-function requestIds(msg: ServiceMsg): { correlation_id?: string } {
-  const id = msg.headers?.get("x-correlation-id", Match.IgnoreCase);
-  return id ? { correlation_id: id } : {};
+/** The ids of a request, as far as they are known (and valid). */
+interface KnownIds {
+  tenant_id?: string;
+  aggregate_id?: string;
+  command_id?: string;
+  correlation_id?: string;
+  traceparent?: string | undefined;
 }
 
 function toAggregateError(e: unknown): AggregateError {

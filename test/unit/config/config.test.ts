@@ -63,6 +63,7 @@ const DEFAULTS = {
   programMemoryMb: 32,
   shutdownTimeoutMs: 10_000,
   requestTimeoutMs: 5000,
+  metricsTenantLabels: true,
 };
 
 describe("loadConfig", () => {
@@ -423,6 +424,7 @@ describe("CONFIG_ENV_VARS", () => {
     programMemoryMb: ["1024", 1024, 1024],
     shutdownTimeoutMs: ["100", 100, 100],
     requestTimeoutMs: ["600000", 600000, 600000],
+    metricsTenantLabels: ["false", false, false],
   };
   const fields = Object.keys(samples) as (keyof Config)[];
 
@@ -438,5 +440,20 @@ describe("CONFIG_ENV_VARS", () => {
     );
     const config = load();
     for (const f of fields) expect([f, config[f]]).toStrictEqual([f, samples[f][2]]);
+  });
+});
+
+describe("boolean settings", () => {
+  it("reads true/false/1/0 from the environment and refuses anything else", () => {
+    expect(
+      loadConfig({ env: { AGGREGATE_METRICS_TENANT_LABELS: "0" }, cwd: "/tmp" }).metricsTenantLabels,
+    ).toBe(false);
+    expect(
+      loadConfig({ env: { AGGREGATE_METRICS_TENANT_LABELS: "true" }, cwd: "/tmp" }).metricsTenantLabels,
+    ).toBe(true);
+    expect(loadConfig({ env: {}, cwd: "/tmp" }).metricsTenantLabels).toBe(true);
+    expect(() => loadConfig({ env: { AGGREGATE_METRICS_TENANT_LABELS: "yes" }, cwd: "/tmp" })).toThrow(
+      /AGGREGATE_METRICS_TENANT_LABELS="yes": must be true or false/,
+    );
   });
 });
