@@ -1,0 +1,446 @@
+/**
+ * Wires the service: the only place that creates connections and singletons. Everything it
+ * builds is handed to the modules that need it (STYLE.md "Dependencies passed in").
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { connect, credsAuthenticator } from "@nats-io/transport-node";
+import { readFile } from "node:fs/promises";
+import type { Logger as PinoLogger } from "pino";
+import { v7 as uuidv7 } from "uuid";
+import { createCommandHandler, type AggregateTypeRuntime, type CommandHandler } from "../aggregate/index.ts";
+import { describeConfig, loadConfig, type Config } from "../config/index.ts";
+import { parseTenantId } from "../contract/index.ts";
+import { createEventLog, ensureEventStream } from "../event-log/index.ts";
+import { loadFunctions, type FunctionDefinition } from "../functions/index.ts";
+import { startOpsServer, type HttpReply, type OpsServer, type Route } from "../http/index.ts";
+import { createMetrics, type Metrics } from "../observability/index.ts";
+import { createTenantGate, type TenantGate } from "../tenancy/index.ts";
+import { startNatsServer, type NatsServer } from "../nats-server/index.ts";
+import { compileProgramFile, createQuickJsSandbox, type Sandbox } from "../sandbox/index.ts";
+import { startAggregateServices, type AggregateServices } from "../service/index.ts";
+import { createSnapshotStore, openSnapshotBucket } from "../snapshot-store/index.ts";
+
+export interface App extends AsyncDisposable {
+  readonly natsUrl: string;
+  readonly httpPort: number;
+  readonly types: readonly string[];
+  readonly handler: CommandHandler;
+  readonly services: AggregateServices;
+  readonly nc: NatsConnection;
+  readonly metrics: Metrics;
+  readonly gate: TenantGate;
+  /** Stops taking commands, finishes those in flight, drains NATS, stops what it started. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly config: Config;
+  readonly log: PinoLogger;
+  /** Service version for `$SRV.INFO`. */
+  readonly version: string;
+  /** Re-reads the configuration for `POST /admin/reload`; the environment and ./aggregate.yaml by default. */
+  readonly reloadConfig?: () => Config;
+}
+
+export async function startApp({
+  config,
+  log,
+  version,
+  reloadConfig = () => loadConfig(),
+}: StartOptions): Promise<App> {
+  const cleanups: Array<() => Promise<unknown>> = [];
+  let phase: "starting" | "ready" | "stopping" = "starting";
+  try {
+    log.info({ config: describeConfig(config) }, "starting");
+
+    let embedded: NatsServer | undefined;
+    let servers = config.natsUrls;
+    if (servers === undefined) {
+      embedded = await startNatsServer({ storeDir: path.join(config.storagePath, "nats") });
+      const server = embedded;
+      cleanups.push(() => server.stop());
+      servers = [embedded.url];
+      log.info({ url: embedded.url, store: embedded.storeDir }, "embedded nats-server started");
+    }
+
+    const nc = await connect({
+      servers: [...servers],
+      name: `aggregate-${process.pid}`,
+      noAsyncTraces: true,
+      maxReconnectAttempts: -1,
+      ...(config.natsCreds
+        ? { authenticator: credsAuthenticator(await readFile(config.natsCreds)) }
+        : config.natsUser !== undefined
+          ? { user: config.natsUser, pass: config.natsPassword }
+          : {}),
+    });
+    cleanups.push(async () => {
+      if (!nc.isClosed()) await nc.drain();
+    });
+    const connection = { connected: true };
+    void watchStatus(nc, log, connection);
+
+    await ensureEventStream(nc, config.streamName, {
+      replicas: config.streamReplicas,
+      duplicateWindowMs: config.duplicateWindowMs,
+    });
+    const kv = await openSnapshotBucket(nc, config.bucketName, { replicas: config.streamReplicas });
+
+    const sandbox: Sandbox = createQuickJsSandbox();
+    cleanups.push(() => sandbox.close());
+    const functions = await loadFunctions(
+      config.functionsDir,
+      {
+        snapshotThreshold: config.snapshotThreshold,
+        timeoutMs: config.programTimeoutMs,
+        memoryMb: config.programMemoryMb,
+      },
+      compileProgramFile,
+    );
+    const types = new Map<string, AggregateTypeRuntime>();
+    for (const fn of functions) {
+      types.set(fn.type, {
+        program: await sandbox.load(fn.source),
+        initialState: fn.initialState,
+        snapshotThreshold: fn.snapshotThreshold,
+      });
+    }
+
+    const metrics = createMetrics({ tenantLabels: config.metricsTenantLabels });
+    const gate = createTenantGate();
+    const handler = createCommandHandler({
+      eventLog: createEventLog({ nc, stream: config.streamName, timeoutMs: config.requestTimeoutMs }),
+      snapshots: createSnapshotStore({ kv, log: log.child({ component: "snapshots" }) }),
+      types,
+      env: { uuidv7: () => uuidv7(), now: () => Date.now(), sleep: (ms) => sleep(ms), random: Math.random },
+      log: log.child({ component: "handler" }),
+      maxRetries: config.maxRetries,
+      cacheSize: config.cacheSize,
+      idempotencyWindow: config.idempotencyWindow,
+      observer: metrics.observer,
+    });
+
+    const commandLog = log.child({ component: "command" });
+    const services = await startAggregateServices({
+      nc,
+      handler,
+      types: functions.map((fn) => typeInfo(fn)),
+      policy: {
+        multiTenancy: config.multiTenancy,
+        defaultTenant: config.defaultTenant,
+        newId: () => uuidv7(),
+      },
+      log: log.child({ component: "service" }),
+      version,
+      gate,
+      onOutcome: (o) => {
+        metrics.recordOutcome(o);
+        const line = {
+          endpoint: o.endpoint,
+          tenant_id: o.tenant_id,
+          aggregate_type: o.aggregate_type,
+          aggregate_id: o.aggregate_id,
+          command_id: o.command_id,
+          correlation_id: o.correlation_id,
+          trace_id: o.traceparent?.slice(3, 35),
+          version: o.version,
+          outcome: o.outcome,
+          duration_ms: Math.round(o.durationMs * 1000) / 1000,
+        };
+        if (o.error && o.error.status >= 500) commandLog.error({ ...line, err: o.error }, "command failed");
+        else if (o.error) commandLog.info({ ...line, error: o.error.message }, "command refused");
+        else commandLog.info(line, o.endpoint === "submit" ? "command handled" : "state read");
+      },
+    });
+    metrics.setGaugeSources({
+      inFlight: () => services.inFlight,
+      cachedAggregates: () => handler.cachedAggregates,
+    });
+    cleanups.push(async () => {
+      const finished = await services.stop(config.shutdownTimeoutMs);
+      if (!finished)
+        log.warn({ in_flight: services.inFlight }, "shutdown deadline passed with commands in flight");
+      await handler.flush();
+    });
+
+    const storage = storageProbe(nc, config);
+    const typeNames = functions.map((fn) => fn.type);
+    let live = config;
+    const ops: OpsServer = await startOpsServer(
+      config.httpPort,
+      {
+        // Liveness: 200 while the process can serve at all, also through a short NATS reconnect,
+        // so that a brief outage does not make Swarm restart every replica.
+        "GET /health": () => ({
+          status: phase === "stopping" ? 503 : 200,
+          body: {
+            status: phase === "stopping" ? "stopping" : connection.connected ? "ok" : "degraded",
+            nats_connected: connection.connected,
+            storage_ready: storage.lastOk(),
+            aggregates_cached: handler.cachedAggregates,
+            types: typeNames,
+          },
+        }),
+        "GET /ready": async () => {
+          const storageOk = connection.connected && (await storage.check());
+          const ok = phase === "ready" && connection.connected && storageOk;
+          return {
+            status: ok ? 200 : 503,
+            body: {
+              status: ok ? "ready" : phase === "ready" ? "unavailable" : phase,
+              nats_connected: connection.connected,
+              storage_ready: storageOk,
+              types: typeNames,
+            },
+          };
+        },
+        "GET /metrics": async () => ({
+          status: 200,
+          body: await metrics.text(),
+          contentType: metrics.contentType,
+        }),
+        ...adminRoutes({
+          token: config.adminToken,
+          gate,
+          drainTimeoutMs: config.shutdownTimeoutMs,
+          reload: () => {
+            const next = reloadConfig();
+            const report = diffConfig(live, next);
+            if (next.logLevel !== live.logLevel) log.level = next.logLevel;
+            live = next;
+            return report;
+          },
+        }),
+      },
+      (err) => log.error({ err }, "http handler failed"),
+    );
+    cleanups.push(() => ops.close());
+
+    // The server must have our subscriptions before anyone is told we are ready; otherwise a
+    // client acting on the ready line can still meet "no responders".
+    await nc.flush();
+    phase = "ready";
+    const natsUrl = servers.join(",");
+    log.info(
+      {
+        types: functions.map((fn) => fn.type),
+        nats_url: natsUrl,
+        http_port: ops.port,
+        embedded_nats: embedded !== undefined,
+      },
+      "ready",
+    );
+
+    let stopped: Promise<void> | undefined;
+    const stop = () => {
+      stopped ??= (async () => {
+        phase = "stopping";
+        await runCleanups(cleanups, log);
+        log.info({}, "stopped");
+      })();
+      return stopped;
+    };
+    return {
+      natsUrl,
+      httpPort: ops.port,
+      types: functions.map((fn) => fn.type),
+      handler,
+      services,
+      nc,
+      metrics,
+      gate,
+      stop,
+      [Symbol.asyncDispose]: stop,
+    };
+  } catch (err) {
+    await runCleanups(cleanups, log);
+    throw err;
+  }
+}
+
+function typeInfo(fn: FunctionDefinition) {
+  return {
+    type: fn.type,
+    description: fn.manifest.description,
+    metadata: {
+      program: fn.source.decide.hash.slice(0, 12),
+      snapshot_threshold: String(fn.snapshotThreshold),
+    },
+  };
+}
+
+/** Cleanups run newest first: services stop before the connection drains, before the server stops. */
+async function runCleanups(cleanups: Array<() => Promise<unknown>>, log: PinoLogger): Promise<void> {
+  for (const cleanup of cleanups.splice(0).reverse()) {
+    try {
+      await cleanup();
+    } catch (err) {
+      log.warn({ err }, "cleanup step failed");
+    }
+  }
+}
+
+async function watchStatus(
+  nc: NatsConnection,
+  log: PinoLogger,
+  connection: { connected: boolean },
+): Promise<void> {
+  for await (const s of nc.status()) {
+    if (s.type === "disconnect") connection.connected = false;
+    if (s.type === "reconnect") connection.connected = true;
+    if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error") {
+      log.warn(
+        { nats_status: s.type, server: "server" in s ? s.server : undefined },
+        "nats connection status",
+      );
+    }
+  }
+}
+
+/** Whether the stream and the bucket answer; cached briefly so probes do not hammer JetStream. */
+function storageProbe(nc: NatsConnection, config: Config) {
+  let last = { at: 0, ok: true };
+  return {
+    lastOk: () => last.ok,
+    async check(): Promise<boolean> {
+      if (Date.now() - last.at < 2_000) return last.ok;
+      let ok = true;
+      try {
+        const jsm = await jetstreamManager(nc, { timeout: 2_000, checkAPI: false });
+        await jsm.streams.info(config.streamName);
+        await jsm.streams.info(`KV_${config.bucketName}`);
+      } catch {
+        ok = false;
+      }
+      last = { at: Date.now(), ok };
+      return ok;
+    },
+  };
+}
+
+interface AdminOptions {
+  readonly token: string | undefined;
+  readonly gate: TenantGate;
+  readonly drainTimeoutMs: number;
+  readonly reload: () => unknown;
+}
+
+/** `/admin/*`: only with `Authorization: Bearer <AGGREGATE_ADMIN_TOKEN>`; without a token configured, never. */
+function adminRoutes(options: AdminOptions): Record<string, Route> {
+  const expected = options.token === undefined ? undefined : digest(options.token);
+  const authorized = (req: IncomingMessage): boolean => {
+    if (!expected) return false;
+    const header = req.headers.authorization ?? "";
+    const match = /^Bearer (.+)$/.exec(header);
+    // Comparing fixed-length digests keeps the comparison constant-time whatever the input length.
+    return match !== null && timingSafeEqual(digest(match[1]!), expected);
+  };
+  const guard =
+    (route: (body: string) => Promise<HttpReply> | HttpReply): Route =>
+    (req, body) =>
+      authorized(req)
+        ? route(body)
+        : {
+            status: 401,
+            body: {
+              error: {
+                code: "Unauthorized",
+                message: expected
+                  ? "a valid bearer token is required"
+                  : "admin endpoints are off: AGGREGATE_ADMIN_TOKEN is not set",
+              },
+            },
+          };
+  const tenantFrom = (body: string): { tenant: string; timeoutMs?: number } | HttpReply => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      return { status: 400, body: { error: { code: "ValidationError", message: "the body must be JSON" } } };
+    }
+    const tenant = (parsed as { tenant_id?: unknown } | null)?.tenant_id;
+    const timeout = (parsed as { timeout_ms?: unknown }).timeout_ms;
+    if (typeof tenant !== "string" || parseTenantId(tenant) === undefined) {
+      return {
+        status: 400,
+        body: {
+          error: {
+            code: "InvalidTenantId",
+            message: 'tenant_id must be a valid tenant id ("" for the default tenant)',
+          },
+        },
+      };
+    }
+    if (
+      timeout !== undefined &&
+      (typeof timeout !== "number" || !Number.isInteger(timeout) || timeout < 0 || timeout > 600_000)
+    ) {
+      return {
+        status: 400,
+        body: { error: { code: "ValidationError", message: "timeout_ms must be an integer 0..600000" } },
+      };
+    }
+    return timeout === undefined ? { tenant } : { tenant, timeoutMs: timeout };
+  };
+  return {
+    "GET /admin/tenants": guard(() => ({
+      status: 200,
+      body: { tenants: options.gate.tenants(), draining: options.gate.draining() },
+    })),
+    "POST /admin/drain": guard(async (body) => {
+      const r = tenantFrom(body);
+      if ("status" in r) return r;
+      const drained = await options.gate.drain(r.tenant, r.timeoutMs ?? options.drainTimeoutMs);
+      const inFlight = options.gate.tenants().find((t) => t.tenant_id === r.tenant)?.in_flight ?? 0;
+      return {
+        status: drained ? 200 : 504,
+        body: { tenant_id: r.tenant, draining: true, drained, in_flight: inFlight },
+      };
+    }),
+    "POST /admin/undrain": guard((body) => {
+      const r = tenantFrom(body);
+      if ("status" in r) return r;
+      return {
+        status: 200,
+        body: { tenant_id: r.tenant, draining: false, was_draining: options.gate.undrain(r.tenant) },
+      };
+    }),
+    "POST /admin/reload": guard(() => {
+      try {
+        return { status: 200, body: options.reload() as object };
+      } catch (err) {
+        return {
+          status: 400,
+          body: { error: { code: "ConfigError", message: err instanceof Error ? err.message : String(err) } },
+        };
+      }
+    }),
+  };
+}
+
+function digest(text: string): Buffer {
+  return createHash("sha256").update(text).digest();
+}
+
+/** Settings `POST /admin/reload` applies without a restart. */
+const LIVE_SETTINGS = new Set(["log_level"]);
+
+function diffConfig(before: Config, after: Config) {
+  const a = describeConfig(before);
+  const b = describeConfig(after);
+  const changed: Record<string, { from: unknown; to: unknown }> = {};
+  for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) {
+    if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) changed[key] = { from: a[key], to: b[key] };
+  }
+  const keys = Object.keys(changed);
+  return {
+    changed,
+    applied: keys.filter((k) => LIVE_SETTINGS.has(k)),
+    requires_restart: keys.filter((k) => !LIVE_SETTINGS.has(k)),
+  };
+}
