@@ -50,6 +50,8 @@ export interface AggregateTypeRuntime {
   readonly initialState: string;
   /** Events between snapshots. */
   readonly snapshotThreshold: number;
+  /** Hash prefixes of earlier apply programs whose snapshots this one may continue from. */
+  readonly compatibleApply?: readonly string[];
 }
 
 export interface CommandHandlerOptions {
@@ -384,7 +386,7 @@ class Handler implements CommandHandler {
           ? "it is empty"
           : snap.stream_seq > last
             ? "it is newer than the event log"
-            : snap.program !== undefined && snap.program !== runtime.program.applyHash
+            : snap.program !== undefined && !sameProgram(snap.program, runtime)
               ? "another apply program made it"
               : undefined;
     if (why === undefined) return true;
@@ -515,6 +517,14 @@ class Handler implements CommandHandler {
       .finally(() => this.#pendingSnapshots.delete(write));
     this.#pendingSnapshots.add(write);
   }
+}
+
+/** Whether a snapshot's apply program is this one, or one the manifest declares compatible. */
+function sameProgram(hash: string, runtime: AggregateTypeRuntime): boolean {
+  return (
+    hash === runtime.program.applyHash ||
+    (runtime.compatibleApply ?? []).some((prefix) => hash.startsWith(prefix))
+  );
 }
 
 function cacheKey(ref: AggregateRef): string {

@@ -108,6 +108,7 @@ export async function startApp({
         program: await sandbox.load(fn.source),
         initialState: fn.initialState,
         snapshotThreshold: fn.snapshotThreshold,
+        compatibleApply: fn.manifest.compatible_apply,
       });
     }
 

@@ -22,6 +22,15 @@ export const Manifest = v.strictObject({
     {},
   ),
   snapshot_threshold: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1_000_000))),
+  /**
+   * Content hashes (or unique prefixes of at least 12 hex digits) of earlier apply programs whose
+   * snapshots this apply program can continue from. Without it, a snapshot made by another apply
+   * version is not trusted and the aggregate is rebuilt from its events.
+   */
+  compatible_apply: v.optional(
+    v.array(v.pipe(v.string(), v.regex(/^[0-9a-f]{12,64}$/, "must be 12 to 64 hex digits"))),
+    [],
+  ),
   limits: v.optional(
     v.strictObject({
       timeout_ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(60_000))),

@@ -186,6 +186,7 @@ describe("engine on a real nats-server", () => {
       { version: 4, payload: { type: "added", n: 20 } },
     ]);
     expect(last?.header.get("Aggregate-Version")).toBe("4");
+    expect(last?.header.get("Aggregate-Program")).toBe(program.hash);
     expect((await h.get(ref(first))).state).toEqual({ total: 33 });
     await rm(dir, { recursive: true, force: true });
   });

@@ -313,6 +313,50 @@ describe("command handler", () => {
   });
 });
 
+describe("program versions", () => {
+  async function withForeignSnapshot(compatibleApply?: string[]) {
+    const eventLog = new MemoryEventLog();
+    const snapshots = new MemorySnapshotStore();
+    const program = jsProgram(bankDecide, bankApply);
+    const make = () =>
+      createCommandHandler({
+        eventLog,
+        snapshots,
+        types: new Map([
+          [TYPE, { program, initialState: '{"balance":0}', snapshotThreshold: 100, compatibleApply }],
+        ]),
+        env: testEnvironment(),
+        log: memoryLogger(),
+        maxRetries: 1,
+        cacheSize: 10,
+        idempotencyWindow: 10,
+      });
+    const c = command({ type: "deposit", amount: 10 });
+    await make().submit(c);
+    // A snapshot whose state could only have come from the snapshot, made by another apply program.
+    await snapshots.put(ref(c), {
+      tenant_id: c.tenant_id,
+      aggregate_id: c.aggregate_id,
+      aggregate_type: TYPE,
+      version: 1,
+      stream_seq: 1,
+      state: { balance: 999 },
+      created_at: new Date().toISOString(),
+      recent_commands: [],
+      program: "0123456789abcdef0123",
+    });
+    return (await make().get(ref(c))).state;
+  }
+
+  it("does not trust a snapshot made by another apply program", async () => {
+    expect(await withForeignSnapshot()).toMatchObject({ balance: 10 });
+  });
+
+  it("continues from it when the manifest declares that program compatible", async () => {
+    expect(await withForeignSnapshot(["0123456789ab"])).toMatchObject({ balance: 999 });
+  });
+});
+
 describe("snapshot + tail = full replay (property)", () => {
   const cmd = fc.oneof(
     fc.record({ type: fc.constant("deposit"), amount: fc.integer({ min: 1, max: 1000 }) }),
