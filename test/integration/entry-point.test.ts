@@ -1,5 +1,5 @@
 /**
- * The real entry point (`npm start` = `tsx shared/main.ts`) as a child process: with no NATS URL
+ * The real entry point (`npm start` = `node --import tsx shared/main.ts`) as a child process: with no NATS URL
  * it runs its own nats-server, logs the ready line, serves commands and health, and on SIGTERM
  * exits 0 leaving no nats-server behind. Broken functions stop it with a non-zero exit and a
  * message that names the culprit.
@@ -15,7 +15,6 @@ import { request } from "../support/service.ts";
 import { GET, SUBMIT, expectOk, type GetBody } from "../support/service-replies.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
-const TSX = path.join(ROOT, "node_modules/.bin/tsx");
 
 interface Running {
   readonly child: ChildProcess;
@@ -50,7 +49,7 @@ async function tempDir(prefix: string): Promise<string> {
 /** Starts the entry point with a clean AGGREGATE_* environment plus `env`. */
 function startEntryPoint(env: Record<string, string>): Running {
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("AGGREGATE_")));
-  const child = spawn(TSX, ["shared/main.ts"], {
+  const child = spawn(process.execPath, ["--import", "tsx", "shared/main.ts"], {
     cwd: ROOT,
     env: { ...base, AGGREGATE_HTTP_PORT: "0", AGGREGATE_LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
