@@ -5,6 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { cp, mkdtemp, rm, writeFile, mkdir } from "node:fs/promises";
+import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -297,6 +298,91 @@ describe("a NATS restart", () => {
     } finally {
       await ownApp.stop();
       await rm(store, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("readiness through drain and shutdown", () => {
+  it("stays ready while one tenant is drained, and turns 503 as soon as shutdown begins", async () => {
+    const own = await startTestApp(server.url, { AGGREGATE_ADMIN_TOKEN: TOKEN });
+    const base = `http://127.0.0.1:${own.httpPort}`;
+    try {
+      const drained = await fetch(`${base}/admin/drain`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}` },
+        body: JSON.stringify({ tenant_id: "someone" }),
+      });
+      expect(drained.status).toBe(200);
+      expect((await fetch(`${base}/ready`)).status).toBe(200);
+      const stopping = own.stop();
+      const ready = await fetch(`${base}/ready`).then(
+        (r) => r.status,
+        () => "closed",
+      );
+      expect([503, "closed"]).toContain(ready);
+      await stopping;
+      await expect(fetch(`${base}/health`)).rejects.toThrow();
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
+describe("a log socket that disappears", () => {
+  it("does not stop command handling", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "ops-sock-"));
+    const file = path.join(dir, "log.sock");
+    const received: string[] = [];
+    const sockets: Socket[] = [];
+    const listener = createServer((conn) => {
+      sockets.push(conn);
+      conn.on("data", (d) => received.push(d.toString()));
+      conn.on("error", () => undefined);
+    });
+    await new Promise<void>((resolve) => listener.listen(file, resolve));
+    const { createLogger } = await import("../../shared/observability/index.ts");
+    const { loadConfig } = await import("../../shared/config/index.ts");
+    const { startApp } = await import("../../shared/app/index.ts");
+    const { log, socket } = createLogger({
+      level: "info",
+      socketPath: file,
+      destination: { write: () => undefined },
+    });
+    const config = loadConfig({
+      env: {
+        AGGREGATE_NATS_URL: server.url,
+        AGGREGATE_HTTP_PORT: "0",
+        AGGREGATE_FUNCTIONS_DIR: FUNCTIONS_DIR,
+        AGGREGATE_STORAGE_PATH: dir,
+      },
+    });
+    const own = await startApp({ config, log, version: "0.0.0-test" });
+    try {
+      const send = () =>
+        request(
+          nc,
+          "aggregate.bank-account.submit",
+          { payload: { type: "deposit", amount: 1 } },
+          { "x-tenant-id": "sock-t" },
+        );
+      // Two services share the queue group here: send until one of ours reached the socket.
+      const deadline = Date.now() + 10_000;
+      while (!received.join("").includes("command handled")) {
+        if (Date.now() > deadline) throw new Error("no line reached the socket");
+        expect((await send()).status).toBeUndefined();
+        await sleep(10);
+      }
+      // The reader vanishes: connection and listening socket both gone.
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => listener.close(() => resolve()));
+      const before = own.services.stats("bank-account")!.ok;
+      for (let i = 0; i < 30; i++) expect((await send()).status).toBeUndefined();
+      expect(own.services.stats("bank-account")!.ok).toBeGreaterThan(before);
+      expect(socket!.connected).toBe(false);
+    } finally {
+      await own.stop();
+      socket?.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
