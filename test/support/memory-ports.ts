@@ -31,6 +31,8 @@ const keyOf = (ref: AggregateRef) => `${ref.tenant_id}|${ref.aggregate_type}|${r
 export class MemoryEventLog implements EventLog {
   readonly messages: Array<{ seq: number; key: string; msgId: string; stored: StoredCommit }> = [];
   appends = 0;
+  /** Calls of readAfter: how often a load replayed commits. */
+  tailReads = 0;
 
   async append(ref: AggregateRef, commit: NewCommit, expectedLastSeq: number): Promise<AppendResult> {
     await Promise.resolve();
@@ -62,6 +64,7 @@ export class MemoryEventLog implements EventLog {
 
   async readAfter(ref: AggregateRef, afterSeq: number, untilSeq: number): Promise<StoredCommit[]> {
     await Promise.resolve();
+    this.tailReads++;
     const key = keyOf(ref);
     return this.messages
       .filter((m) => m.key === key && m.seq > afterSeq && m.seq <= untilSeq)
