@@ -58,6 +58,69 @@ export async function startApp({
   try {
     log.info({ config: describeConfig(config) }, "starting");
 
+    // The operations port comes first, so that an orchestrator sees a live process that is
+    // not yet ready (503) while start-up runs, instead of a refused connection.
+    const metrics = createMetrics({ tenantLabels: config.metricsTenantLabels });
+    const gate = createTenantGate();
+    const connection = { connected: false };
+    const view: {
+      handler?: CommandHandler;
+      storage?: ReturnType<typeof storageProbe>;
+      types: string[];
+    } = { types: [] };
+    let live = config;
+    const ops: OpsServer = await startOpsServer(
+      config.httpPort,
+      {
+        // Liveness: 200 while the process can serve at all, also through a short NATS reconnect,
+        // so that a brief outage does not make Swarm restart every replica.
+        "GET /health": () => ({
+          status: phase === "stopping" ? 503 : 200,
+          body: {
+            status: phase === "ready" ? (connection.connected ? "ok" : "degraded") : phase,
+            nats_connected: connection.connected,
+            storage_ready: view.storage?.lastOk() ?? false,
+            aggregates_cached: view.handler?.cachedAggregates ?? 0,
+            types: view.types,
+          },
+        }),
+        "GET /ready": async () => {
+          const storageOk =
+            connection.connected && view.storage !== undefined && (await view.storage.check());
+          const ok = phase === "ready" && connection.connected && storageOk;
+          return {
+            status: ok ? 200 : 503,
+            body: {
+              status: ok ? "ready" : phase === "ready" ? "unavailable" : phase,
+              nats_connected: connection.connected,
+              storage_ready: storageOk,
+              types: view.types,
+            },
+          };
+        },
+        "GET /metrics": async () => ({
+          status: 200,
+          body: await metrics.text(),
+          contentType: metrics.contentType,
+        }),
+        ...adminRoutes({
+          token: config.adminToken,
+          gate,
+          drainTimeoutMs: config.shutdownTimeoutMs,
+          reload: () => {
+            const next = reloadConfig();
+            const report = diffConfig(live, next);
+            if (next.logLevel !== live.logLevel) log.level = next.logLevel;
+            live = next;
+            return report;
+          },
+        }),
+      },
+      (err) => log.error({ err }, "http handler failed"),
+    );
+    cleanups.push(() => ops.close());
+    log.info({ http_port: ops.port }, "http listening");
+
     let embedded: NatsServer | undefined;
     let servers = config.natsUrls;
     if (servers === undefined) {
@@ -73,6 +136,8 @@ export async function startApp({
       name: `aggregate-${process.pid}`,
       noAsyncTraces: true,
       maxReconnectAttempts: -1,
+      // Under an orchestrator NATS may come up after the workers: wait for it (not ready meanwhile).
+      waitOnFirstConnect: true,
       ...(config.natsCreds
         ? { authenticator: credsAuthenticator(await readFile(config.natsCreds)) }
         : config.natsUser !== undefined
@@ -82,7 +147,7 @@ export async function startApp({
     cleanups.push(async () => {
       if (!nc.isClosed()) await nc.drain();
     });
-    const connection = { connected: true };
+    connection.connected = true;
     void watchStatus(nc, log, connection);
 
     await ensureEventStream(nc, config.streamName, {
@@ -112,8 +177,6 @@ export async function startApp({
       });
     }
 
-    const metrics = createMetrics({ tenantLabels: config.metricsTenantLabels });
-    const gate = createTenantGate();
     const handler = createCommandHandler({
       eventLog: createEventLog({ nc, stream: config.streamName, timeoutMs: config.requestTimeoutMs }),
       snapshots: createSnapshotStore({ kv, log: log.child({ component: "snapshots" }) }),
@@ -170,57 +233,9 @@ export async function startApp({
     });
 
     const storage = storageProbe(nc, config);
-    const typeNames = functions.map((fn) => fn.type);
-    let live = config;
-    const ops: OpsServer = await startOpsServer(
-      config.httpPort,
-      {
-        // Liveness: 200 while the process can serve at all, also through a short NATS reconnect,
-        // so that a brief outage does not make Swarm restart every replica.
-        "GET /health": () => ({
-          status: phase === "stopping" ? 503 : 200,
-          body: {
-            status: phase === "stopping" ? "stopping" : connection.connected ? "ok" : "degraded",
-            nats_connected: connection.connected,
-            storage_ready: storage.lastOk(),
-            aggregates_cached: handler.cachedAggregates,
-            types: typeNames,
-          },
-        }),
-        "GET /ready": async () => {
-          const storageOk = connection.connected && (await storage.check());
-          const ok = phase === "ready" && connection.connected && storageOk;
-          return {
-            status: ok ? 200 : 503,
-            body: {
-              status: ok ? "ready" : phase === "ready" ? "unavailable" : phase,
-              nats_connected: connection.connected,
-              storage_ready: storageOk,
-              types: typeNames,
-            },
-          };
-        },
-        "GET /metrics": async () => ({
-          status: 200,
-          body: await metrics.text(),
-          contentType: metrics.contentType,
-        }),
-        ...adminRoutes({
-          token: config.adminToken,
-          gate,
-          drainTimeoutMs: config.shutdownTimeoutMs,
-          reload: () => {
-            const next = reloadConfig();
-            const report = diffConfig(live, next);
-            if (next.logLevel !== live.logLevel) log.level = next.logLevel;
-            live = next;
-            return report;
-          },
-        }),
-      },
-      (err) => log.error({ err }, "http handler failed"),
-    );
-    cleanups.push(() => ops.close());
+    view.storage = storage;
+    view.handler = handler;
+    view.types = functions.map((fn) => fn.type);
 
     // The server must have our subscriptions before anyone is told we are ready; otherwise a
     // client acting on the ready line can still meet "no responders".

@@ -386,3 +386,42 @@ describe("a log socket that disappears", () => {
     }
   });
 });
+
+describe("start-up", () => {
+  it("answers /health and a 503 /ready while it waits for NATS, and becomes ready once NATS is up", async () => {
+    const freePort = async () => {
+      const probe = createServer();
+      await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+      const port = (probe.address() as { port: number }).port;
+      await new Promise<void>((resolve) => probe.close(() => resolve()));
+      return port;
+    };
+    const [natsPort, httpPort] = [await freePort(), await freePort()];
+    const starting = startTestApp(`nats://127.0.0.1:${natsPort}`, { AGGREGATE_HTTP_PORT: String(httpPort) });
+    const base = `http://127.0.0.1:${httpPort}`;
+    let later: NatsServer | undefined;
+    try {
+      const deadline = Date.now() + 10_000;
+      let health: Response | undefined;
+      while (!health) {
+        health = await fetch(`${base}/health`).catch(() => undefined);
+        if (!health && Date.now() > deadline) throw new Error("the HTTP port never opened");
+        if (!health) await sleep(50);
+      }
+      expect(health.status).toBe(200);
+      expect(await health.json()).toMatchObject({ status: "starting", nats_connected: false });
+      const ready = await fetch(`${base}/ready`);
+      expect(ready.status).toBe(503);
+      expect(await ready.json()).toMatchObject({ status: "starting" });
+      later = await startNatsServer({ port: natsPort });
+      const app2 = await starting;
+      try {
+        expect((await fetch(`${base}/ready`)).status).toBe(200);
+      } finally {
+        await app2.stop();
+      }
+    } finally {
+      await later?.stop();
+    }
+  });
+});
