@@ -19,7 +19,6 @@ import {
   TenantAccessDenied,
   ValidationError,
   VersionConflict,
-  type AppliedCommand,
   type Command,
   type Event,
   type GetReply,
@@ -30,7 +29,7 @@ import {
 } from "../contract/index.ts";
 import type { AggregateProgram } from "../sandbox/types.ts";
 import { conflictBackoffMs } from "./backoff.ts";
-import { findApplied, remember } from "./idempotency.ts";
+import { RecentCommands } from "./idempotency.ts";
 import { KeyedQueue } from "./keyed-queue.ts";
 import { LruCache } from "./lru-cache.ts";
 import type {
@@ -77,7 +76,7 @@ interface LoadedAggregate {
   readonly seq: number;
   /** State as JSON text: what the sandbox takes and returns. */
   readonly state: string;
-  readonly recent: readonly AppliedCommand[];
+  readonly recent: RecentCommands;
 }
 
 /** Events per sandbox call during rehydration: bounds one call's time and message size. */
@@ -174,7 +173,7 @@ class Handler implements CommandHandler {
         fresh = true;
       }
 
-      const applied = findApplied(agg.recent, command.command_id);
+      const applied = agg.recent.find(command.command_id);
       if (applied) return this.#duplicateReply(ref, command, applied.stream_seq, applied.payload_hash);
 
       if (command.expected_version !== undefined && command.expected_version !== agg.version) {
@@ -277,20 +276,18 @@ class Handler implements CommandHandler {
         return this.#duplicateReply(ref, command, result.seq, undefined);
       }
 
+      // The record moves on with the aggregate: the old entry is never read again.
+      agg.recent.add({
+        command_id: command.command_id,
+        payload_hash: command.payload_hash,
+        version,
+        stream_seq: result.seq,
+      });
       const next: LoadedAggregate = {
         version,
         seq: result.seq,
         state: outcome.state,
-        recent: remember(
-          agg.recent,
-          {
-            command_id: command.command_id,
-            payload_hash: command.payload_hash,
-            version,
-            stream_seq: result.seq,
-          },
-          this.#o.idempotencyWindow,
-        ),
+        recent: agg.recent,
       };
       this.#cache.set(key, next);
       if (crossesMultiple(agg.version, version, runtime.snapshotThreshold)) {
@@ -360,7 +357,7 @@ class Handler implements CommandHandler {
       }),
       this.#o.eventLog.lastSeq(ref),
     ]);
-    const empty: LoadedAggregate = { version: 0, seq: 0, state: runtime.initialState, recent: [] };
+    const empty = this.#empty(runtime);
     let base = empty;
     const snap = stored?.snapshot;
     if (snap && this.#usable(snap, ref, runtime, last)) {
@@ -368,12 +365,21 @@ class Handler implements CommandHandler {
         version: snap.version,
         seq: snap.stream_seq,
         state: JSON.stringify(snap.state),
-        recent: snap.recent_commands.slice(-this.#o.idempotencyWindow),
+        recent: new RecentCommands(this.#o.idempotencyWindow, snap.recent_commands),
       };
     }
     const agg = await this.#catchUp(ref, runtime, base, last, empty);
     this.#o.observer?.rehydrated?.(ref, agg.version - base.version, this.#o.env.now() - started);
     return agg;
+  }
+
+  #empty(runtime: AggregateTypeRuntime): LoadedAggregate {
+    return {
+      version: 0,
+      seq: 0,
+      state: runtime.initialState,
+      recent: new RecentCommands(this.#o.idempotencyWindow),
+    };
   }
 
   #usable(snap: Snapshot, ref: AggregateRef, runtime: AggregateTypeRuntime, last: number): boolean {
@@ -401,8 +407,7 @@ class Handler implements CommandHandler {
     agg: LoadedAggregate,
   ): Promise<LoadedAggregate> {
     const last = await this.#o.eventLog.lastSeq(ref);
-    const empty: LoadedAggregate = { version: 0, seq: 0, state: runtime.initialState, recent: [] };
-    return this.#catchUp(ref, runtime, agg, last, empty);
+    return this.#catchUp(ref, runtime, agg, last, this.#empty(runtime));
   }
 
   async #refreshInto(
@@ -441,7 +446,7 @@ class Handler implements CommandHandler {
     const commits = await this.#o.eventLog.readAfter(ref, base.seq, last);
     let version = base.version;
     let seq = base.seq;
-    let recent = base.recent;
+    const recent = base.recent.clone();
     const payloads: JsonObject[] = [];
     for (const stored of commits) {
       this.#checkOwnership(ref, stored);
@@ -456,16 +461,12 @@ class Handler implements CommandHandler {
         payloads.push(event.payload);
       }
       seq = stored.seq;
-      recent = remember(
-        recent,
-        {
-          command_id: stored.commit.command_id,
-          payload_hash: stored.payload_hash ?? "",
-          version,
-          stream_seq: stored.seq,
-        },
-        this.#o.idempotencyWindow,
-      );
+      recent.add({
+        command_id: stored.commit.command_id,
+        payload_hash: stored.payload_hash ?? "",
+        version,
+        stream_seq: stored.seq,
+      });
     }
     let state = base.state;
     for (let i = 0; i < payloads.length; i += APPLY_CHUNK) {
@@ -502,7 +503,7 @@ class Handler implements CommandHandler {
       stream_seq: agg.seq,
       state: JSON.parse(agg.state) as JsonValue,
       created_at: new Date(this.#o.env.now()).toISOString(),
-      recent_commands: [...agg.recent],
+      recent_commands: agg.recent.toArray(),
       program: runtime.program.applyHash,
     };
     const write = this.#o.snapshots
