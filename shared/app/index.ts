@@ -13,7 +13,7 @@ import { readFile } from "node:fs/promises";
 import type { Logger as PinoLogger } from "pino";
 import { v7 as uuidv7 } from "uuid";
 import { createCommandHandler, type AggregateTypeRuntime, type CommandHandler } from "../aggregate/index.ts";
-import { describeConfig, loadConfig, type Config } from "../config/index.ts";
+import { describeConfig, loadConfig, SpecsMode, type Config } from "../config/index.ts";
 import { parseTenantId } from "../contract/index.ts";
 import { createEventLog, ensureEventStream } from "../event-log/index.ts";
 import { loadFunctions, type FunctionDefinition } from "../functions/index.ts";
@@ -21,7 +21,8 @@ import { startOpsServer, type HttpReply, type OpsServer, type Route } from "../h
 import { createMetrics, type Metrics } from "../observability/index.ts";
 import { createTenantGate, type TenantGate } from "../tenancy/index.ts";
 import { startNatsServer, type NatsServer } from "../nats-server/index.ts";
-import { compileProgramFile, createQuickJsSandbox, type Sandbox } from "../sandbox/index.ts";
+import { compileProgramFile, createSandbox, type Sandbox } from "../sandbox/index.ts";
+import { formatFailure, runAllSpecs, specCounts } from "../specs/index.ts";
 import { startAggregateServices, type AggregateServices } from "../service/index.ts";
 import { createSnapshotStore, openSnapshotBucket } from "../snapshot-store/index.ts";
 
@@ -156,7 +157,13 @@ export async function startApp({
     });
     const kv = await openSnapshotBucket(nc, config.bucketName, { replicas: config.streamReplicas });
 
-    const sandbox: Sandbox = createQuickJsSandbox();
+    const sandbox: Sandbox = createSandbox({
+      threads: config.sandboxThreads,
+      graceMs: config.sandboxGraceMs,
+      poisonAfter: config.programPoisonAfter,
+      poisonCoolDownMs: config.programPoisonCooldownMs,
+      log: log.child({ component: "sandbox" }),
+    });
     cleanups.push(() => sandbox.close());
     const functions = await loadFunctions(
       config.functionsDir,
@@ -164,6 +171,8 @@ export async function startApp({
         snapshotThreshold: config.snapshotThreshold,
         timeoutMs: config.programTimeoutMs,
         memoryMb: config.programMemoryMb,
+        maxTimeoutMs: config.programMaxTimeoutMs,
+        maxMemoryMb: config.programMaxMemoryMb,
       },
       compileProgramFile,
     );
@@ -176,6 +185,7 @@ export async function startApp({
         compatibleApply: fn.manifest.compatible_apply,
       });
     }
+    if (config.specs !== SpecsMode.Off) await checkSpecs(functions, types, config.specs, log);
 
     const handler = createCommandHandler({
       eventLog: createEventLog({ nc, stream: config.streamName, timeoutMs: config.requestTimeoutMs }),
@@ -204,6 +214,8 @@ export async function startApp({
       gate,
       onOutcome: (o) => {
         metrics.recordOutcome(o);
+        // One line per command is the default; skip building it when nobody would read it.
+        if (!commandLog.isLevelEnabled(o.error && o.error.status >= 500 ? "error" : "info")) return;
         const line = {
           endpoint: o.endpoint,
           tenant_id: o.tenant_id,
@@ -276,6 +288,52 @@ export async function startApp({
   } catch (err) {
     await runCleanups(cleanups, log);
     throw err;
+  }
+}
+
+/**
+ * Runs every type's decider specs (functions/<type>/specs) in the sandbox just loaded. With
+ * `enforce` a failing (or unreadable) spec stops start-up, naming it; with `warn` each failure
+ * is logged with its diff and the service starts.
+ */
+async function checkSpecs(
+  functions: readonly FunctionDefinition[],
+  types: ReadonlyMap<string, AggregateTypeRuntime>,
+  mode: SpecsMode,
+  log: PinoLogger,
+): Promise<void> {
+  const results = await runAllSpecs(
+    functions.map((fn) => ({
+      type: fn.type,
+      dir: fn.dir,
+      initialState: fn.initialState,
+      program: types.get(fn.type)!.program,
+    })),
+  );
+  const { passed, failed } = specCounts(results);
+  const problems: string[] = [];
+  for (const type of results) {
+    if (type.loadError !== undefined) {
+      problems.push(`${type.type}: ${type.loadError}`);
+      log.warn({ aggregate_type: type.type, error: type.loadError }, "decider specs cannot be read");
+    }
+    for (const result of type.results.filter((r) => !r.passed)) {
+      problems.push(`${type.type}: ${result.file} #${result.index} "${result.name}"`);
+      log.warn(
+        {
+          aggregate_type: type.type,
+          spec: result.name,
+          file: result.file,
+          index: result.index,
+          diff: formatFailure(result),
+        },
+        "decider spec failed",
+      );
+    }
+  }
+  log.info({ passed, failed, mode }, "decider specs run");
+  if (failed > 0 && mode === SpecsMode.Enforce) {
+    throw new Error(`decider specs failed (AGGREGATE_SPECS=enforce): ${problems.join("; ")}`);
   }
 }
 

@@ -118,6 +118,45 @@ export const CONFIG_ENV_VARS = {
     yaml: "program_memory_mb",
     description: "default memory limit of a program sandbox in MB, 1..1024 (default 32)",
   },
+  programMaxTimeoutMs: {
+    env: "AGGREGATE_PROGRAM_MAX_TIMEOUT_MS",
+    yaml: "program_max_timeout_ms",
+    description: "the most a manifest's limits.timeout_ms may ask for, 1..60000 (default 10000)",
+  },
+  programMaxMemoryMb: {
+    env: "AGGREGATE_PROGRAM_MAX_MEMORY_MB",
+    yaml: "program_max_memory_mb",
+    description: "the most a manifest's limits.memory_mb may ask for, 1..1024 (default 256)",
+  },
+  programPoisonAfter: {
+    env: "AGGREGATE_PROGRAM_POISON_AFTER",
+    yaml: "program_poison_after",
+    description:
+      "limit failures in a row after which an aggregate is refused for a cool-down, 0..1000 (default 3; 0 = never)",
+  },
+  programPoisonCooldownMs: {
+    env: "AGGREGATE_PROGRAM_POISON_COOLDOWN_MS",
+    yaml: "program_poison_cooldown_ms",
+    description:
+      "how long a poisoned aggregate is refused without running, in ms, 0..86400000 (default 60000)",
+  },
+  sandboxThreads: {
+    env: "AGGREGATE_SANDBOX_THREADS",
+    yaml: "sandbox_threads",
+    description:
+      "worker threads running the programs, 0..64 (default 2; 0 = in the main thread, no watchdog)",
+  },
+  sandboxGraceMs: {
+    env: "AGGREGATE_SANDBOX_GRACE_MS",
+    yaml: "sandbox_grace_ms",
+    description:
+      "how long past a call's deadline the watchdog waits before stopping its thread, 10..60000 (default 500)",
+  },
+  specs: {
+    env: "AGGREGATE_SPECS",
+    yaml: "specs",
+    description: "decider specs at start-up: enforce (a failure stops start-up), warn (default) or off",
+  },
   shutdownTimeoutMs: {
     env: "AGGREGATE_SHUTDOWN_TIMEOUT_MS",
     yaml: "shutdown_timeout_ms",
@@ -175,6 +214,13 @@ export const FIELD_KINDS = {
   idempotencyWindow: "int",
   programTimeoutMs: "int",
   programMemoryMb: "int",
+  programMaxTimeoutMs: "int",
+  programMaxMemoryMb: "int",
+  programPoisonAfter: "int",
+  programPoisonCooldownMs: "int",
+  sandboxThreads: "int",
+  sandboxGraceMs: "int",
+  specs: "text",
   shutdownTimeoutMs: "int",
   requestTimeoutMs: "int",
   metricsTenantLabels: "bool",

@@ -73,7 +73,19 @@ const NatsUrls = v.pipe(
   v.readonly(),
 );
 
+/** What start-up does with the decider specs of `functions/<type>/specs` (`AGGREGATE_SPECS`). */
+export const SpecsMode = {
+  /** Run them; any failure stops start-up. */
+  Enforce: "enforce",
+  /** Run them; failures are logged as warnings. */
+  Warn: "warn",
+  /** Do not run them. */
+  Off: "off",
+} as const;
+export type SpecsMode = (typeof SpecsMode)[keyof typeof SpecsMode];
+
 const LOG_LEVELS = Object.values(LogLevel);
+const SPECS_MODES = Object.values(SpecsMode);
 const MULTI_TENANCY = Object.values(MultiTenancy);
 
 /**
@@ -149,6 +161,23 @@ export const Config = v.pipe(
     programTimeoutMs: v.optional(integer(1, 60_000), 100),
     /** `AGGREGATE_PROGRAM_MEMORY_MB`: default memory limit of one program sandbox; 1..1024 MB, default 32. */
     programMemoryMb: v.optional(integer(1, 1024), 32),
+    /** `AGGREGATE_PROGRAM_MAX_TIMEOUT_MS`: the most a manifest's `limits.timeout_ms` may ask for; 1..60000 ms, default 10000. */
+    programMaxTimeoutMs: v.optional(integer(1, 60_000), 10_000),
+    /** `AGGREGATE_PROGRAM_MAX_MEMORY_MB`: the most a manifest's `limits.memory_mb` may ask for; 1..1024 MB, default 256. */
+    programMaxMemoryMb: v.optional(integer(1, 1024), 256),
+    /** `AGGREGATE_PROGRAM_POISON_AFTER`: limit failures in a row after which an aggregate is refused for a cool-down; 0 = never; 0..1000, default 3. */
+    programPoisonAfter: v.optional(integer(0, 1000), 3),
+    /** `AGGREGATE_PROGRAM_POISON_COOLDOWN_MS`: how long a poisoned aggregate is refused without running; 0..86_400_000 ms, default 60000. */
+    programPoisonCooldownMs: v.optional(integer(0, 86_400_000), 60_000),
+    /**
+     * `AGGREGATE_SANDBOX_THREADS`: worker threads running the programs, each with a watchdog;
+     * 0 = run them in the main thread (no watchdog); 0..64, default 2.
+     */
+    sandboxThreads: v.optional(integer(0, 64), 2),
+    /** `AGGREGATE_SANDBOX_GRACE_MS`: how long past a call's deadline the watchdog waits before stopping its thread; 10..60000 ms, default 500. */
+    sandboxGraceMs: v.optional(integer(10, 60_000), 500),
+    /** `AGGREGATE_SPECS`: run the decider specs at start-up: `enforce` (a failure stops start-up), `warn` (default) or `off`. */
+    specs: v.optional(v.picklist(SPECS_MODES, `must be one of ${SPECS_MODES.join(", ")}`), SpecsMode.Warn),
     /** `AGGREGATE_SHUTDOWN_TIMEOUT_MS`: how long SIGTERM waits for in-flight commands; 100..600000 ms, default 10000. */
     shutdownTimeoutMs: v.optional(integer(100, 600_000), 10_000),
     /** `AGGREGATE_REQUEST_TIMEOUT_MS`: budget of one JetStream API call; 100..600000 ms, default 5000. */
@@ -156,6 +185,22 @@ export const Config = v.pipe(
     /** `AGGREGATE_METRICS_TENANT_LABELS`: label command metrics by tenant; turn off with very many tenants; default true. */
     metricsTenantLabels: v.optional(v.boolean("must be true or false"), true),
   }),
+  v.forward(
+    v.partialCheck(
+      [["programTimeoutMs"], ["programMaxTimeoutMs"]],
+      (c) => c.programTimeoutMs <= c.programMaxTimeoutMs,
+      "the default program timeout must not be above AGGREGATE_PROGRAM_MAX_TIMEOUT_MS",
+    ),
+    ["programTimeoutMs"],
+  ),
+  v.forward(
+    v.partialCheck(
+      [["programMemoryMb"], ["programMaxMemoryMb"]],
+      (c) => c.programMemoryMb <= c.programMaxMemoryMb,
+      "the default program memory must not be above AGGREGATE_PROGRAM_MAX_MEMORY_MB",
+    ),
+    ["programMemoryMb"],
+  ),
   v.forward(
     v.partialCheck(
       [["natsUser"], ["natsPassword"]],

@@ -31,6 +31,23 @@ export const Manifest = v.strictObject({
     v.array(v.pipe(v.string(), v.regex(/^[0-9a-f]{12,64}$/, "must be 12 to 64 hex digits"))),
     [],
   ),
+  /**
+   * Fields of the state the query read model indexes, `dotted.path: number | string`: each gets
+   * a typed index, and only these can be sorted on (issue 7; see shared/query).
+   */
+  query_fields: v.optional(
+    v.record(
+      v.pipe(
+        v.string(),
+        v.regex(
+          /^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,7}$/,
+          "must be a dotted field path",
+        ),
+      ),
+      v.picklist(["number", "string"], "must be number or string"),
+    ),
+    {},
+  ),
   limits: v.optional(
     v.strictObject({
       timeout_ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(60_000))),
@@ -44,6 +61,10 @@ export interface FunctionDefaults {
   readonly snapshotThreshold: number;
   readonly timeoutMs: number;
   readonly memoryMb: number;
+  /** The most a manifest's `limits.timeout_ms` may ask for (AGGREGATE_PROGRAM_MAX_TIMEOUT_MS); none when absent. */
+  readonly maxTimeoutMs?: number;
+  /** The most a manifest's `limits.memory_mb` may ask for (AGGREGATE_PROGRAM_MAX_MEMORY_MB); none when absent. */
+  readonly maxMemoryMb?: number;
 }
 
 /** One loaded aggregate type, ready for the sandbox. */
@@ -128,6 +149,17 @@ async function loadOne(
     timeoutMs: manifest.limits?.timeout_ms ?? defaults.timeoutMs,
     memoryMb: manifest.limits?.memory_mb ?? defaults.memoryMb,
   };
+  const capped: Array<[key: string, value: number, cap: number | undefined, setting: string]> = [
+    ["timeout_ms", limits.timeoutMs, defaults.maxTimeoutMs, "AGGREGATE_PROGRAM_MAX_TIMEOUT_MS"],
+    ["memory_mb", limits.memoryMb, defaults.maxMemoryMb, "AGGREGATE_PROGRAM_MAX_MEMORY_MB"],
+  ];
+  for (const [key, value, cap, setting] of capped) {
+    if (cap !== undefined && value > cap) {
+      throw new FunctionsError(
+        `${manifestFile}: limits.${key} ${value} is above the service's cap ${setting}=${cap}`,
+      );
+    }
+  }
   const decide = await compileInside(dir, manifestFile, "decide", manifest.decide, compile);
   const apply =
     manifest.apply === manifest.decide

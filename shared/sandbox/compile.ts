@@ -2,6 +2,15 @@
  * Turns one program source file (an ES module, .js or .ts, which may import other files of its
  * folder) into the CommonJS text the sandbox evaluates. Bundling happens here, once, on the host:
  * the sandbox has no module loader, no file system and no packages.
+ *
+ * The sandbox instantiates a program afresh for every call, so what the module body costs is
+ * paid per call. esbuild's CommonJS form of an ES module goes through export helpers
+ * (`__export`, `__toCommonJS`: getters defined and copied) that cost about a third of a decide
+ * call in QuickJS. So the program is also bundled as an ES module, and when that output is the
+ * module body plus one trailing `export { … }` clause (always, for an ES module program), the
+ * clause becomes a plain `module.exports = { … }` read once at the end of the body. The
+ * CommonJS build stays the validator (it refuses top-level await, with the file and line) and
+ * the fallback (a program written as CommonJS).
  */
 import { createHash } from "node:crypto";
 import { dirname, relative, resolve, isAbsolute } from "node:path";
@@ -15,29 +24,62 @@ import type { CompiledModule } from "./types.ts";
  */
 export async function compileProgramFile(path: string): Promise<CompiledModule> {
   const entry = resolve(path);
-  const folder = dirname(entry);
   let code: string;
   try {
-    const result = await build({
-      entryPoints: [entry],
-      bundle: true,
-      write: false,
-      format: "cjs",
-      platform: "neutral",
-      target: "es2020",
-      logLevel: "silent",
-      // esbuild names each bundled file in a comment relative to the working directory; relative
-      // to the folder, the text (and so the hash) does not depend on where the service runs.
-      absWorkingDir: folder,
-      plugins: [confineToFolder(folder)],
-    });
-    const output = result.outputFiles[0];
-    if (output === undefined) throw new Error("esbuild produced no output");
-    code = output.text;
+    code = await bundle(entry, "cjs");
+    code = exportsAsObject(await bundle(entry, "esm")) ?? code;
   } catch (err) {
     throw new Error(`cannot compile ${path}: ${describeBuildFailure(err)}`, { cause: err });
   }
   return { file: path, code, hash: createHash("sha256").update(code).digest("hex") };
+}
+
+async function bundle(entry: string, format: "cjs" | "esm"): Promise<string> {
+  const folder = dirname(entry);
+  const result = await build({
+    entryPoints: [entry],
+    bundle: true,
+    write: false,
+    format,
+    platform: "neutral",
+    target: "es2020",
+    logLevel: "silent",
+    // esbuild names each bundled file in a comment relative to the working directory; relative
+    // to the folder, the text (and so the hash) does not depend on where the service runs.
+    absWorkingDir: folder,
+    plugins: [confineToFolder(folder)],
+  });
+  const output = result.outputFiles[0];
+  if (output === undefined) throw new Error("esbuild produced no output");
+  return output.text;
+}
+
+const EXPORT_CLAUSE = /\nexport\s*\{([^}]*)\};?\s*$/;
+const EXPORT_ENTRY = /^([A-Za-z_$][\w$]*)(?:\s+as\s+([A-Za-z_$][\w$]*|"[^"\\]*"))?$/;
+
+/**
+ * esbuild's ES module bundle with its trailing export clause turned into `module.exports`, or
+ * undefined when the text has any other shape (then the CommonJS build is used).
+ */
+function exportsAsObject(esm: string): string | undefined {
+  const clause = EXPORT_CLAUSE.exec(esm);
+  if (clause === null) return undefined;
+  const body = esm.slice(0, clause.index);
+  // Anything else that only a module may contain (an import, another export, import.meta,
+  // top-level await) would not survive as a function body: leave such a program to CommonJS.
+  if (/^\s*(?:import|export)\b|\bimport\.meta\b|^\s*await\b/m.test(body)) return undefined;
+  const pairs: string[] = [];
+  for (const raw of clause[1]!.split(",")) {
+    const item = raw.trim();
+    if (item === "") continue;
+    const parts = EXPORT_ENTRY.exec(item);
+    if (parts === null) return undefined;
+    const local = parts[1]!;
+    const exported =
+      parts[2] === undefined ? local : parts[2].startsWith('"') ? (JSON.parse(parts[2]) as string) : parts[2];
+    pairs.push(`${JSON.stringify(exported)}: ${local}`);
+  }
+  return `${body}\nmodule.exports = { ${pairs.join(", ")} };\n`;
 }
 
 /**

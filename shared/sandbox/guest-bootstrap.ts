@@ -16,7 +16,8 @@
  * - op 0, decide: a = state JSON, b = command JSON, c = context JSON.
  *   Reply `O\n<events JSON>\n<state JSON>`.
  * - op 1, applyAll: a = state JSON, b = events JSON. Reply `S\n<state JSON>`.
- * - Either may reply `E\n{"kind":"decide"|"apply"|"program","message":…,"stack":…}`.
+ * - Either may reply `E\n{"kind":"decide"|"apply"|"program","message":…,"stack":…,"reason":…}`;
+ *   `reason` (program-failure.ts) says why a "program" failure happened.
  * JSON text never holds a raw newline, so the host splits on the first ones.
  */
 export const GUEST_BOOTSTRAP = String.raw`(function () {
@@ -47,6 +48,9 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
 
   // The first forbidden capability touched during the current call; reset by run().
   var violation = null;
+  // Whether the current call tried to generate code from strings (eval, Function): the call
+  // fails with the EvalError the program got, and its reason says "forbidden".
+  var codeFromStrings = false;
 
   function forbidden(what) {
     return function () {
@@ -73,6 +77,7 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
   // --- No code from strings: the parser recurses deeply on the host's stack (see the note in
   // quickjs-sandbox.ts), and a program has no business generating code. ------------------
   function noCodeFromStrings() {
+    codeFromStrings = true;
     throw new EvalErrorCtor("code generation from strings is not available to aggregate programs");
   }
   defineProperty(G, "eval", { value: noCodeFromStrings, writable: true, enumerable: false, configurable: true });
@@ -209,18 +214,39 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
     return false;
   }
 
-  // The runner's own answers travel as Reply objects, thrown or returned. A program cannot make
-  // one (it cannot reach Reply), so nothing it throws can pass for the runner's answer.
-  function Reply(text) {
+  // QuickJS reports its own stack limit as an error whose message is "stack overflow": an
+  // InternalError, or a SyntaxError from the JSON parser.
+  function isStackOverflow(e) {
+    try {
+      return e instanceof ErrorCtor && StringCtor(e.message) === "stack overflow";
+    } catch (inner) {
+      return false;
+    }
+  }
+
+  // The runner's own answers travel as Reply objects, thrown or returned: a success text, or a
+  // failure that run() serialises. A program cannot make one (it cannot reach Reply), so
+  // nothing it throws can pass for the runner's answer.
+  function Reply(text, failure) {
     this.text = text;
+    this.failure = failure;
   }
   var ReplyPrototype = Reply.prototype;
   function isReply(value) {
     return value !== null && typeof value === "object" && getPrototypeOf(value) === ReplyPrototype;
   }
 
-  function reply(kind, message, stack) {
-    return new Reply("E\n" + jsonStringify({ kind: kind, message: clip(message), stack: stack === undefined ? undefined : clip(stack) }));
+  function reply(kind, message, stack, reason) {
+    return new Reply(null, {
+      kind: kind,
+      message: clip(message),
+      stack: stack === undefined ? undefined : clip(stack),
+      reason: reason,
+    });
+  }
+
+  function failureText(failure) {
+    return "E\n" + jsonStringify(failure);
   }
 
   // What a throw out of decide or apply means: an Error the program chose to throw rejects the
@@ -231,12 +257,14 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
         var name = StringCtor(e.name);
         var message = StringCtor(e.message);
         var stack = typeof e.stack === "string" ? e.stack : undefined;
-        if (isBugType(e)) return reply("program", what + " threw " + name + ": " + message, stack);
+        if (isBugType(e)) {
+          return reply("program", what + " threw " + name + ": " + message, stack, isStackOverflow(e) ? "stack" : "bug-error");
+        }
         return reply(what, message, stack);
       }
-      return reply("program", what + " threw a non-Error value: " + describeValue(e));
+      return reply("program", what + " threw a non-Error value: " + describeValue(e), undefined, "bad-throw");
     } catch (inner) {
-      return reply("program", what + " threw a value that cannot be inspected");
+      return reply("program", what + " threw a value that cannot be inspected", undefined, isStackOverflow(inner) ? "stack" : "bad-throw");
     }
   }
 
@@ -326,10 +354,10 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
       // text whatever they do, which is all the host relies on.
       if (reason === null) text = jsonStringify(value);
     } catch (e) {
-      throw reply("program", what + " returned a value that threw while being read at " + formatPath(root, path) + ": " + describeThrown(e));
+      throw reply("program", what + " returned a value that threw while being read at " + formatPath(root, path) + ": " + describeThrown(e), undefined, isStackOverflow(e) ? "stack" : "non-json");
     }
-    if (reason !== null) throw reply("program", what + " returned something that is not plain JSON at " + formatPath(root, path) + ": " + reason);
-    if (typeof text !== "string") throw reply("program", what + " returned something that is not plain JSON at " + root);
+    if (reason !== null) throw reply("program", what + " returned something that is not plain JSON at " + formatPath(root, path) + ": " + reason, undefined, "non-json");
+    if (typeof text !== "string") throw reply("program", what + " returned something that is not plain JSON at " + root, undefined, "non-json");
     return text;
   }
 
@@ -347,7 +375,7 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
     try {
       factory(module, module.exports, noRequire);
     } catch (e) {
-      throw reply("program", "loading " + file + " threw " + describeThrown(e));
+      throw reply("program", "loading " + file + " threw " + describeThrown(e), undefined, isStackOverflow(e) ? "stack" : "load");
     }
     return module.exports;
   }
@@ -358,7 +386,7 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
 
   function exported(exports, name, file) {
     var fn = exports !== null && (typeof exports === "object" || typeof exports === "function") ? exports[name] : undefined;
-    if (typeof fn !== "function") throw reply("program", file + " does not export a function named " + name);
+    if (typeof fn !== "function") throw reply("program", file + " does not export a function named " + name, undefined, "load");
     return fn;
   }
 
@@ -373,9 +401,9 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
       } catch (e) {
         throw thrown("apply", e);
       }
-      if (isPromise(state)) throw reply("program", "apply returned a Promise: programs must be synchronous");
+      if (isPromise(state)) throw reply("program", "apply returned a Promise: programs must be synchronous", undefined, "async");
       if (state === undefined) {
-        throw reply("program", "apply returned undefined for events[" + i + "] (type " + describeValue(events[i] !== null && typeof events[i] === "object" ? events[i].type : undefined) + "): it must return the next state");
+        throw reply("program", "apply returned undefined for events[" + i + "] (type " + describeValue(events[i] !== null && typeof events[i] === "object" ? events[i].type : undefined) + "): it must return the next state", undefined, "bad-return");
       }
     }
     return state;
@@ -407,11 +435,11 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
       } catch (e) {
         return thrown("decide", e);
       }
-      if (isPromise(result)) return reply("program", "decide returned a Promise: programs must be synchronous");
+      if (isPromise(result)) return reply("program", "decide returned a Promise: programs must be synchronous", undefined, "async");
       var events;
       if (isArray(result)) events = result;
       else if (result !== null && typeof result === "object") events = [result];
-      else return reply("program", "decide must return an event object or an array of events, got " + describeValue(result));
+      else return reply("program", "decide must return an event object or an array of events, got " + describeValue(result), undefined, "bad-return");
       var eventsText = toJson("decide", "events", events);
       // apply folds from a fresh copy of the state and sees the events exactly as rehydration
       // will (parsed from their JSON), even if decide mutated or kept them: the state after a
@@ -420,24 +448,25 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
       for (var i = 0; i < events.length; i++) {
         var ev = events[i];
         if (ev === null || typeof ev !== "object" || isArray(ev)) {
-          return reply("program", "decide returned events[" + i + "] that is not an object: " + describeValue(ev));
+          return reply("program", "decide returned events[" + i + "] that is not an object: " + describeValue(ev), undefined, "bad-return");
         }
         if (typeof ev.type !== "string") {
-          return reply("program", "decide returned events[" + i + "] without a string type: " + describeValue(ev));
+          return reply("program", "decide returned events[" + i + "] without a string type: " + describeValue(ev), undefined, "bad-return");
         }
       }
       var next = applyEvents(p.apply, jsonParse(stateText), events);
-      return new Reply("O\n" + eventsText + "\n" + toJson("apply", "state", next));
+      return new Reply("O\n" + eventsText + "\n" + toJson("apply", "state", next), null);
     }
 
     function applyAllOp(stateText, eventsText) {
       var p = programs(false);
       var next = applyEvents(p.apply, jsonParse(stateText), jsonParse(eventsText));
-      return new Reply("S\n" + toJson("apply", "state", next));
+      return new Reply("S\n" + toJson("apply", "state", next), null);
     }
 
     function run(op, a, b, c) {
       violation = null;
+      codeFromStrings = false;
       var out;
       try {
         out = op === 0 ? decideOp(a, b, c) : applyAllOp(a, b);
@@ -445,12 +474,14 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
         // Not a Reply: a getter or proxy of the program threw where the runner reads its
         // exports, or the engine ran out of stack. Only an interrupt passes through (it cannot be
         // caught), and the host knows it set one.
-        out = isReply(e) ? e : reply("program", "the program failed: " + describeThrown(e));
+        out = isReply(e) ? e : reply("program", "the program failed: " + describeThrown(e), undefined, isStackOverflow(e) ? "stack" : "bug-error");
       }
       if (violation !== null) {
-        out = reply("program", "the program used " + violation + ", which is not available to aggregate programs (no clock, no randomness)");
+        out = reply("program", "the program used " + violation + ", which is not available to aggregate programs (no clock, no randomness)", undefined, "forbidden");
       }
-      return out.text;
+      if (out.failure === null || out.failure === undefined) return out.text;
+      if (codeFromStrings && out.failure.kind === "program") out.failure.reason = "forbidden";
+      return failureText(out.failure);
     }
 
     // Load-time check: both modules evaluate and export what they must.
@@ -460,10 +491,10 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
       programs(true);
       check = "ok";
     } catch (e) {
-      check = (isReply(e) ? e : reply("program", "loading failed: " + describeThrown(e))).text;
+      check = failureText((isReply(e) ? e : reply("program", "loading failed: " + describeThrown(e), undefined, "load")).failure);
     }
     if (violation !== null) {
-      check = reply("program", "the program used " + violation + " while loading, which is not available to aggregate programs").text;
+      check = failureText(reply("program", "the program used " + violation + " while loading, which is not available to aggregate programs", undefined, "forbidden").failure);
     }
     return [check, run];
   }

@@ -27,7 +27,13 @@
  *   the parser): those can exhaust the host's stack first. V8 then throws a RangeError through
  *   the module; it surfaces as a ProgramError and the module is dropped, never reused.
  *   `eval` and the Function constructors are removed, so the parser only ever runs at load.
- *   In a worker thread with a larger stack (`resourceLimits.stackSizeMb`), raise `maxStackBytes`.
+ *   In a worker thread with a larger stack (`resourceLimits.stackSizeMb`), raise `maxStackBytes`:
+ *   the pool (worker-pool.ts) runs 16 MB threads with 1 MiB, which holds about 5,600 plain
+ *   frames. Measured there: the JSON parser needs 4 to 8 MB of host stack per MiB of QuickJS
+ *   stack (its frames keep little on QuickJS's stack), so at 16 MB a 100,000-deep
+ *   `JSON.parse` is still a clean guest "stack overflow"; at 4 MB it is a host RangeError. A
+ *   100,000-deep `JSON.stringify` does not overflow there at all: its cycle check is quadratic
+ *   and runs inside one built-in, so the pool's watchdog ends it.
  *
  * - Freezing: before any program code, the bootstrap (guest-bootstrap.ts) replaces `Date`,
  *   `Math.random`, `WeakRef` and `FinalizationRegistry` with functions that record the touch
@@ -55,6 +61,18 @@
  * - Every call is one `callFunction` with JSON strings in and one string out; every handle is
  *   disposed on the way out, except after a host-level failure, when the module is not touched
  *   again at all.
+ *
+ * - Strings cross with TextEncoder/TextDecoder straight into and out of the module's memory
+ *   (`StringBridge`), not through the library's `newString`/`getString`: its glue encodes
+ *   UTF-8 in a JavaScript loop, about 0.5 ms for the 32 KB of 1,000 events, which was a fifth
+ *   of an applyAll call. The bridge uses three internals of quickjs-emscripten-core 0.32
+ *   (pinned exactly); without them it falls back to the public API.
+ *
+ * - Every ProgramError carries `fields.reason` (program-failure.ts): the guest names the
+ *   reasons it sees, the host those it sees (timeout, memory, a host-level failure).
+ *
+ * - In a worker thread (worker.ts) the same class runs behind `call`, which returns the guest's
+ *   reply text unparsed so that the reply crosses the thread boundary as one string.
  */
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -71,6 +89,7 @@ import {
 } from "quickjs-emscripten-core";
 import { ApplyError, DecideError, ProgramError, Unavailable, type JsonObject } from "../contract/index.ts";
 import { GUEST_BOOTSTRAP } from "./guest-bootstrap.ts";
+import { ProgramFailure } from "./program-failure.ts";
 import type {
   AggregateProgram,
   CompiledModule,
@@ -88,6 +107,20 @@ export interface QuickJsSandboxOptions {
   readonly memoryOverheadMb?: number;
   /** Budget for building a program's runtime and evaluating its module code, in ms. Default 5,000. */
   readonly loadTimeoutMs?: number;
+  /** The QuickJS WebAssembly module, already compiled (a worker gets it from the main thread). */
+  readonly wasmModule?: WebAssembly.Module;
+  /**
+   * Called after a program's module was dropped (memory exhausted, host-level failure). Its
+   * memory (up to `memoryMb` + overhead, mostly touched by then) is freed only when V8 collects
+   * the dropped `WebAssembly.Memory`, which a small heap may not do for a long time; a worker
+   * thread uses this to collect at once, so that incidents do not pile up resident memory.
+   */
+  readonly onModuleDropped?: () => void;
+}
+
+/** A sandbox whose programs also answer `call`: what the worker thread uses. */
+export interface QuickJsSandbox extends Sandbox {
+  load(source: ProgramSource): Promise<QuickJsProgram>;
 }
 
 const MIB = 1024 * 1024;
@@ -113,27 +146,35 @@ const wasmApi = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
  */
 const releaseSync = unwrapDefault<QuickJSSyncVariant>(releaseSyncExport);
 
-const Op = { decide: 0, applyAll: 1 } as const;
-type Op = (typeof Op)[keyof typeof Op];
+/** The runner's operations (guest-bootstrap.ts). */
+export const Op = { decide: 0, applyAll: 1 } as const;
+export type Op = (typeof Op)[keyof typeof Op];
+
+/** Reads the QuickJS WebAssembly binary and compiles it (tens of ms; do it once per thread or share it). */
+export async function compileQuickJsWasm(): Promise<WebAssembly.Module> {
+  const bytes = await readFile(
+    createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm"),
+  );
+  return wasmApi.compile(bytes);
+}
 
 /** Creates a sandbox that runs each loaded program in its own QuickJS WASM module. */
-export function createQuickJsSandbox(opts: QuickJsSandboxOptions = {}): Sandbox {
+export function createQuickJsSandbox(opts: QuickJsSandboxOptions = {}): QuickJsSandbox {
   const settings: Settings = {
     maxStackBytes: opts.maxStackBytes ?? DEFAULT_STACK_BYTES,
     memoryOverheadMb: opts.memoryOverheadMb ?? DEFAULT_OVERHEAD_MB,
     loadTimeoutMs: opts.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS,
+    onModuleDropped: opts.onModuleDropped,
   };
   // Compiled once per sandbox and instantiated per program: compiling is the slow part.
-  let wasm: Promise<WebAssembly.Module> | undefined;
-  const compileWasm = (): Promise<WebAssembly.Module> =>
-    (wasm ??= readFile(
-      createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm"),
-    ).then((bytes) => wasmApi.compile(bytes)));
+  let wasm: Promise<WebAssembly.Module> | undefined =
+    opts.wasmModule === undefined ? undefined : Promise.resolve(opts.wasmModule);
+  const compileWasm = (): Promise<WebAssembly.Module> => (wasm ??= compileQuickJsWasm());
   const programs = new Map<string, Promise<QuickJsProgram>>();
   let closed = false;
 
   return {
-    async load(source: ProgramSource): Promise<AggregateProgram> {
+    async load(source: ProgramSource): Promise<QuickJsProgram> {
       if (closed) throw new Unavailable("the sandbox is closed");
       const key = JSON.stringify([source.decide.hash, source.apply.hash, source.name, source.limits]);
       let loading = programs.get(key);
@@ -162,12 +203,14 @@ interface Settings {
   readonly maxStackBytes: number;
   readonly memoryOverheadMb: number;
   readonly loadTimeoutMs: number;
+  readonly onModuleDropped: (() => void) | undefined;
 }
 
 /** One WASM module and its memory. */
 interface Engine {
   readonly module: QuickJSWASMModule;
   readonly memory: MemoryWatch;
+  readonly strings: StringBridge;
 }
 
 /** One runtime and context in an engine, with the runner the bootstrap returned. */
@@ -188,9 +231,24 @@ interface GuestFailure {
   readonly kind: "decide" | "apply" | "program";
   readonly message: string;
   readonly stack?: string;
+  readonly reason?: string;
 }
 
-class QuickJsProgram implements AggregateProgram {
+/** decide's reply text (`O\n<events>\n<state>`) as an outcome. */
+export function parseDecideReply(reply: string): DecideOutcome {
+  const split = reply.indexOf("\n", 2);
+  if (!reply.startsWith("O\n") || split < 0) throw new Error(`not a decide reply: ${reply.slice(0, 80)}`);
+  return { events: JSON.parse(reply.slice(2, split)) as JsonObject[], state: reply.slice(split + 1) };
+}
+
+/** applyAll's reply text (`S\n<state>`) as the state's JSON text. */
+export function parseApplyAllReply(reply: string): string {
+  if (!reply.startsWith("S\n")) throw new Error(`not an applyAll reply: ${reply.slice(0, 80)}`);
+  return reply.slice(2);
+}
+
+/** One loaded program in this thread. */
+export class QuickJsProgram implements AggregateProgram {
   readonly hash: string;
   readonly applyHash: string;
   readonly #source: ProgramSource;
@@ -220,16 +278,15 @@ class QuickJsProgram implements AggregateProgram {
   }
 
   async decide(stateJson: string, command: JsonObject, context: DecideContext): Promise<DecideOutcome> {
-    const reply = await this.#call(Op.decide, [stateJson, JSON.stringify(command), JSON.stringify(context)]);
+    const reply = await this.call(Op.decide, [stateJson, JSON.stringify(command), JSON.stringify(context)]);
     if (!reply.startsWith("O\n")) throw this.#unexpectedReply(reply);
-    const split = reply.indexOf("\n", 2);
-    return { events: JSON.parse(reply.slice(2, split)) as JsonObject[], state: reply.slice(split + 1) };
+    return parseDecideReply(reply);
   }
 
   async applyAll(stateJson: string, events: readonly JsonObject[]): Promise<string> {
-    const reply = await this.#call(Op.applyAll, [stateJson, JSON.stringify(events)]);
+    const reply = await this.call(Op.applyAll, [stateJson, JSON.stringify(events)]);
     if (!reply.startsWith("S\n")) throw this.#unexpectedReply(reply);
-    return reply.slice(2);
+    return parseApplyAllReply(reply);
   }
 
   close(): void {
@@ -238,7 +295,12 @@ class QuickJsProgram implements AggregateProgram {
     this.#engine = undefined;
   }
 
-  async #call(op: Op, args: readonly string[]): Promise<string> {
+  /**
+   * One runner call with its arguments as JSON text (decide: state, command, context; applyAll:
+   * state, events). Returns the success reply text (`O\n…` or `S\n…`); throws the contract
+   * error for a failure.
+   */
+  async call(op: Op, args: readonly string[]): Promise<string> {
     for (;;) {
       const { engine, realm } = await this.#ready();
       // Another call may have run (and discarded this realm) between #ready and here.
@@ -259,7 +321,7 @@ class QuickJsProgram implements AggregateProgram {
         engine = await pending;
       } catch (err) {
         if (this.#engine === pending) this.#engine = undefined;
-        throw this.#error(`cannot start a QuickJS module: ${messageOf(err)}`, err);
+        throw this.#error(`cannot start a QuickJS module: ${messageOf(err)}`, ProgramFailure.Host, err);
       }
       // Discarded while we waited: that engine is gone for good.
       if (this.#engine !== pending) continue;
@@ -286,7 +348,7 @@ class QuickJsProgram implements AggregateProgram {
     const module = await newQuickJSWASMModuleFromVariant(
       newVariant(releaseSync, { wasmModule: this.#wasm, wasmMemory: memory }),
     );
-    return { module, memory: watch };
+    return { module, memory: watch, strings: StringBridge.for(module) };
   }
 
   /** A runtime and context with the bootstrap run and the program installed. */
@@ -307,9 +369,10 @@ class QuickJsProgram implements AggregateProgram {
       const loadError = (what: string, error: QuickJSHandle): ProgramError => {
         if (this.#timedOut) {
           error.dispose();
-          return this.#error(`loading timed out after ${timeoutMs} ms`);
+          return this.#error(`loading timed out after ${timeoutMs} ms`, ProgramFailure.Timeout);
         }
-        return this.#error(`cannot load ${what}: ${guestErrorText(ctx, error)}`);
+        const text = guestErrorText(ctx, error);
+        return this.#error(`cannot load ${what}: ${text}`, reasonOfText(text, ProgramFailure.Load));
       };
       const evaluate = (code: string, file: string): QuickJSHandle => {
         const result = ctx.evalCode(code, file, { type: "global" });
@@ -321,12 +384,12 @@ class QuickJsProgram implements AggregateProgram {
       const applyFactory = decide.hash === apply.hash ? ctx.null : evaluate(factorySource(apply), apply.file);
       const installed = ctx.callFunction(install, ctx.undefined, [
         decideFactory,
-        own(ctx.newString(decide.file)),
+        own(engine.strings.newString(ctx, decide.file)),
         applyFactory,
-        own(ctx.newString(apply.file)),
+        own(engine.strings.newString(ctx, apply.file)),
       ]);
       if (installed.error) throw loadError("the program", installed.error);
-      const verdict = ctx.getString(own(ctx.getProp(own(installed.value), 0)));
+      const verdict = engine.strings.getString(ctx, own(ctx.getProp(own(installed.value), 0)));
       if (verdict !== "ok") throw this.#failure(JSON.parse(verdict.slice(2)) as GuestFailure);
       const run = ctx.getProp(installed.value, 1);
       for (const handle of owned) handle.dispose();
@@ -346,7 +409,7 @@ class QuickJsProgram implements AggregateProgram {
       const exhausted = engine.memory.exhausted;
       this.#discardEngine();
       if (exhausted) throw this.#memoryError(err);
-      throw this.#error(`cannot load the program: ${messageOf(err)}`, err);
+      throw this.#error(`cannot load the program: ${messageOf(err)}`, hostReason(err), err);
     } finally {
       this.#disarm();
     }
@@ -362,14 +425,15 @@ class QuickJsProgram implements AggregateProgram {
       let reply: string | undefined;
       let failure: string | undefined;
       try {
-        const handles = [ctx.newNumber(op), ...args.map((arg) => ctx.newString(arg))];
+        const handles = [ctx.newNumber(op)];
+        for (const arg of args) handles.push(engine.strings.newString(ctx, arg));
         const result = ctx.callFunction(realm.run, ctx.undefined, handles);
         for (const handle of handles) handle.dispose();
         if (result.error) {
           if (this.#timedOut) result.error.dispose();
           else failure = guestErrorText(ctx, result.error);
         } else {
-          reply = ctx.getString(result.value);
+          reply = engine.strings.getString(ctx, result.value);
           result.value.dispose();
         }
       } catch (err) {
@@ -378,7 +442,11 @@ class QuickJsProgram implements AggregateProgram {
         const exhausted = engine.memory.exhausted;
         this.#discardEngine();
         if (exhausted) throw this.#memoryError(err);
-        throw this.#error(`the sandbox failed while running the program: ${messageOf(err)}`, err);
+        throw this.#error(
+          `the sandbox failed while running the program: ${messageOf(err)}`,
+          hostReason(err),
+          err,
+        );
       }
       if (engine.memory.exhausted) {
         this.#discardEngine();
@@ -386,15 +454,21 @@ class QuickJsProgram implements AggregateProgram {
       }
       if (this.#timedOut) {
         this.#discardRealm();
-        throw this.#error(`timed out after ${timeoutMs} ms`);
+        throw this.#error(`timed out after ${timeoutMs} ms`, ProgramFailure.Timeout);
       }
       if (failure !== undefined || reply === undefined) {
         this.#discardRealm();
-        throw this.#error(`the program failed: ${failure ?? "no reply"}`);
+        throw this.#error(
+          `the program failed: ${failure ?? "no reply"}`,
+          reasonOfText(failure ?? "", ProgramFailure.Host),
+        );
       }
       if (runtime.hasPendingJob()) {
         this.#discardRealm();
-        throw this.#error("the program left a promise job pending: programs must be synchronous");
+        throw this.#error(
+          "the program left a promise job pending: programs must be synchronous",
+          ProgramFailure.PendingJob,
+        );
       }
       return reply;
     } finally {
@@ -433,8 +507,10 @@ class QuickJsProgram implements AggregateProgram {
 
   /** Drops the module without calling into it: its memory goes with it. */
   #discardEngine(): void {
+    const had = this.#engine !== undefined;
     this.#realm = undefined;
     this.#engine = undefined;
+    if (had) this.#settings.onModuleDropped?.();
   }
 
   #failure(failure: GuestFailure): Error {
@@ -445,25 +521,133 @@ class QuickJsProgram implements AggregateProgram {
       case "apply":
         return new ApplyError(failure.message, fields);
       default:
-        return new ProgramError(`${this.#source.name}: ${failure.message}`, fields);
+        return new ProgramError(`${this.#source.name}: ${failure.message}`, {
+          ...fields,
+          reason: failure.reason ?? ProgramFailure.Host,
+        });
     }
   }
 
   #memoryError(cause?: unknown): ProgramError {
-    return this.#error(`exceeded its memory limit of ${this.#source.limits.memoryMb} MB`, cause);
+    return this.#error(
+      `exceeded its memory limit of ${this.#source.limits.memoryMb} MB`,
+      ProgramFailure.Memory,
+      cause,
+    );
   }
 
   #unexpectedReply(reply: string): ProgramError {
     this.#discardRealm();
-    return this.#error(`the sandbox returned an unexpected reply: ${reply.slice(0, 80)}`);
+    return this.#error(
+      `the sandbox returned an unexpected reply: ${reply.slice(0, 80)}`,
+      ProgramFailure.Host,
+    );
   }
 
-  #error(message: string, cause?: unknown): ProgramError {
+  #error(message: string, reason: ProgramFailure, cause?: unknown): ProgramError {
     return new ProgramError(
       `${this.#source.name}: ${message}`,
-      { aggregate_type: this.#source.name },
+      { aggregate_type: this.#source.name, reason },
       cause === undefined ? undefined : { cause },
     );
+  }
+}
+
+/** A host-level failure's reason: V8's own stack overflow is a stack failure, the rest "host". */
+function hostReason(err: unknown): ProgramFailure {
+  return err instanceof RangeError && /call stack/i.test(err.message)
+    ? ProgramFailure.Stack
+    : ProgramFailure.Host;
+}
+
+/** The reason of an error that escaped the runner, from its text. */
+function reasonOfText(text: string, otherwise: ProgramFailure): ProgramFailure {
+  return /stack overflow|call stack/i.test(text) ? ProgramFailure.Stack : otherwise;
+}
+
+/** What the bridge needs of the library's internals (quickjs-emscripten-core 0.32). */
+interface EmscriptenHeap {
+  readonly HEAPU8: Uint8Array;
+  _malloc(size: number): number;
+  _free(pointer: number): void;
+}
+interface StringFfi {
+  QTS_NewString(ctx: number, chars: number): number;
+  QTS_GetString(ctx: number, value: number): number;
+  QTS_FreeCString(ctx: number, chars: number): void;
+}
+interface ContextInternals {
+  readonly ctx: { readonly value: number };
+  readonly memory: { heapValueHandle(pointer: number): QuickJSHandle };
+}
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+
+/**
+ * Moves strings into and out of one module's memory with the platform's UTF-8 codec. Strings
+ * are JSON text (never a raw NUL, which would end a C string early).
+ */
+class StringBridge {
+  readonly #heap: EmscriptenHeap | undefined;
+  readonly #ffi: StringFfi | undefined;
+
+  private constructor(heap: EmscriptenHeap | undefined, ffi: StringFfi | undefined) {
+    this.#heap = heap;
+    this.#ffi = ffi;
+  }
+
+  static for(module: QuickJSWASMModule): StringBridge {
+    const inside = module as unknown as { module?: Partial<EmscriptenHeap>; ffi?: Partial<StringFfi> };
+    const heap = inside.module;
+    const ffi = inside.ffi;
+    const usable =
+      typeof heap?._malloc === "function" &&
+      typeof heap._free === "function" &&
+      heap.HEAPU8 instanceof Uint8Array &&
+      typeof ffi?.QTS_NewString === "function" &&
+      typeof ffi.QTS_GetString === "function" &&
+      typeof ffi.QTS_FreeCString === "function";
+    return usable
+      ? new StringBridge(heap as EmscriptenHeap, ffi as StringFfi)
+      : new StringBridge(undefined, undefined);
+  }
+
+  newString(ctx: QuickJSContext, text: string): QuickJSHandle {
+    const heap = this.#heap;
+    const ffi = this.#ffi;
+    const inner = ctx as unknown as Partial<ContextInternals>;
+    if (heap === undefined || ffi === undefined || inner.ctx === undefined || inner.memory === undefined) {
+      return ctx.newString(text);
+    }
+    const size = Buffer.byteLength(text, "utf8");
+    const chars = heap._malloc(size + 1);
+    if (chars === 0) throw new RangeError("out of memory while passing a string to the program");
+    try {
+      // Read HEAPU8 after malloc: growing the memory replaces the view.
+      const bytes = heap.HEAPU8;
+      utf8Encoder.encodeInto(text, bytes.subarray(chars, chars + size));
+      bytes[chars + size] = 0;
+      return inner.memory.heapValueHandle(ffi.QTS_NewString(inner.ctx.value, chars));
+    } finally {
+      heap._free(chars);
+    }
+  }
+
+  getString(ctx: QuickJSContext, handle: QuickJSHandle): string {
+    const heap = this.#heap;
+    const ffi = this.#ffi;
+    const inner = ctx as unknown as Partial<ContextInternals>;
+    if (heap === undefined || ffi === undefined || inner.ctx === undefined) return ctx.getString(handle);
+    const chars = ffi.QTS_GetString(inner.ctx.value, handle.value);
+    if (chars === 0) throw new RangeError("out of memory while reading the program's reply");
+    try {
+      const bytes = heap.HEAPU8;
+      const end = bytes.indexOf(0, chars);
+      return utf8Decoder.decode(bytes.subarray(chars, end < 0 ? bytes.length : end));
+    } finally {
+      ffi.QTS_FreeCString(inner.ctx.value, chars);
+    }
   }
 }
 

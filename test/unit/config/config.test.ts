@@ -61,6 +61,13 @@ const DEFAULTS = {
   idempotencyWindow: 100,
   programTimeoutMs: 100,
   programMemoryMb: 32,
+  programMaxTimeoutMs: 10_000,
+  programMaxMemoryMb: 256,
+  programPoisonAfter: 3,
+  programPoisonCooldownMs: 60_000,
+  sandboxThreads: 2,
+  sandboxGraceMs: 500,
+  specs: "warn",
   shutdownTimeoutMs: 10_000,
   requestTimeoutMs: 5000,
   metricsTenantLabels: true,
@@ -422,6 +429,13 @@ describe("CONFIG_ENV_VARS", () => {
     idempotencyWindow: ["10000", 10000, 10000],
     programTimeoutMs: ["60000", 60000, 60000],
     programMemoryMb: ["1024", 1024, 1024],
+    programMaxTimeoutMs: ["60000", 60000, 60000],
+    programMaxMemoryMb: ["1024", 1024, 1024],
+    programPoisonAfter: ["0", 0, 0],
+    programPoisonCooldownMs: ["1000", 1000, 1000],
+    sandboxThreads: ["0", 0, 0],
+    sandboxGraceMs: ["10", 10, 10],
+    specs: ["enforce", "enforce", "enforce"],
     shutdownTimeoutMs: ["100", 100, 100],
     requestTimeoutMs: ["600000", 600000, 600000],
     metricsTenantLabels: ["false", false, false],
@@ -440,6 +454,20 @@ describe("CONFIG_ENV_VARS", () => {
     );
     const config = load();
     for (const f of fields) expect([f, config[f]]).toStrictEqual([f, samples[f][2]]);
+  });
+});
+
+describe("program limits", () => {
+  it("refuses a default program limit above its cap, naming both settings", () => {
+    expect(() =>
+      loadConfig({
+        env: { AGGREGATE_PROGRAM_TIMEOUT_MS: "2000", AGGREGATE_PROGRAM_MAX_TIMEOUT_MS: "1000" },
+        cwd: "/tmp",
+      }),
+    ).toThrow(/AGGREGATE_PROGRAM_TIMEOUT_MS=.*must not be above AGGREGATE_PROGRAM_MAX_TIMEOUT_MS/);
+    expect(() => loadConfig({ env: { AGGREGATE_PROGRAM_MAX_MEMORY_MB: "16" }, cwd: "/tmp" })).toThrow(
+      /AGGREGATE_PROGRAM_MEMORY_MB.*must not be above AGGREGATE_PROGRAM_MAX_MEMORY_MB/,
+    );
   });
 });
 

@@ -27,6 +27,27 @@ describe("compileProgramFile", () => {
     expect(module.exports.decide?.({}, { n: 21 })).toEqual({ type: "x", n: 42 });
   });
 
+  it("exports an ES module through a plain module.exports, without esbuild's per-call export helpers", async () => {
+    await using folder = await programFolder({
+      "p.js": `const secret = 1;\nexport function decide() { return [{ type: "d" }]; }\nconst apply = (s) => s;\nexport { apply, secret as renamed };\nexport default 7;`,
+      "c.js": `module.exports = { decide: () => [], apply: (s) => s };`,
+    });
+    const esm = await compileProgramFile(folder.path("p.js"));
+    expect(esm.code).not.toMatch(/__export|__toCommonJS|__defProp/);
+    const module = { exports: {} as Record<string, unknown> };
+    (
+      runInNewContext(`(function (module, exports) {${esm.code}\n})`) as (
+        m: typeof module,
+        e: unknown,
+      ) => void
+    )(module, module.exports);
+    expect(Object.keys(module.exports).sort()).toEqual(["apply", "decide", "default", "renamed"]);
+    expect(module.exports["renamed"]).toBe(1);
+    expect(module.exports["default"]).toBe(7);
+    // A program written as CommonJS keeps esbuild's CommonJS form.
+    expect((await compileProgramFile(folder.path("c.js"))).code).toContain("module.exports = { decide:");
+  });
+
   it("compiles TypeScript", async () => {
     await using folder = await programFolder({
       "decide.ts": `interface S { n: number }\nexport function decide(s: S): { type: string }[] { return [{ type: "t" + s.n }]; }`,

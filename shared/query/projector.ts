@@ -1,0 +1,235 @@
+/**
+ * The projector: folds one aggregate type's commits from the event stream into the read model.
+ * An ordered consumer starts right after the store's checkpoint; each batch of commits is folded
+ * with the type's apply program (one sandbox call per commit) and written, rows and checkpoint,
+ * in one transaction. A row is only replaced by a newer version, so redelivery is a no-op, and
+ * deleting the read model rebuilds it from the stream.
+ */
+import type { JetStreamClient, JetStreamManager, JsMsg, MsgRequest } from "@nats-io/jetstream";
+import type { Logger } from "../aggregate/index.ts";
+import type { AggregateProgram } from "../sandbox/index.ts";
+import type { JsonObject } from "../contract/index.ts";
+import { CommitHeader } from "../naming/index.ts";
+import { rowKey, type CurrentRow, type ReadModelRow, type ReadModelStore } from "./store.ts";
+
+export interface ProjectorOptions {
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly stream: string;
+  readonly type: string;
+  readonly program: AggregateProgram;
+  /** JSON text of the type's initial state. */
+  readonly initialState: string;
+  readonly store: ReadModelStore;
+  readonly log: Logger;
+  /** Commits per transaction at most; default 256. */
+  readonly batchSize?: number;
+  /** How often a replica without the projector lock (PostgreSQL) retries it; default 2000 ms. */
+  readonly lockRetryMs?: number;
+}
+
+/** How far the projection is behind the stream. */
+export interface ProjectorStatus {
+  readonly aggregate_type: string;
+  /** Whether this process writes the projection (false: another replica holds the lock). */
+  readonly projecting: boolean;
+  /** Stream sequence of the last commit folded. */
+  readonly checkpoint: number;
+  /** Commits of this type in the stream not yet folded, as of the last delivery. */
+  readonly pending: number;
+  /** Milliseconds between a commit's append and its projection, for the last commit folded. */
+  readonly lag_ms: number;
+}
+
+export interface Projector extends AsyncDisposable {
+  readonly type: string;
+  status(): ProjectorStatus;
+  /**
+   * Resolves true once every commit of this type up to `streamSeq` is in the read model, false
+   * when `timeoutMs` passes first (read-your-writes).
+   */
+  waitFor(streamSeq: number, timeoutMs: number): Promise<boolean>;
+  stop(): Promise<void>;
+}
+
+export async function startProjector(options: ProjectorOptions): Promise<Projector> {
+  const { js, jsm, stream, type, program, store, log } = options;
+  const batchSize = options.batchSize ?? 256;
+  const filter = `tenant.*.aggregate.${type}.*`;
+  let checkpoint = await store.checkpoint(type);
+  let pending = 0;
+  let lagMs = 0;
+  let projecting = false;
+  let stopped = false;
+  let release: (() => Promise<void>) | undefined;
+  let messages: { stop(): void } | undefined;
+  const waiters = new Set<() => void>();
+  const wake = () => {
+    for (const w of waiters) w();
+  };
+
+  async function fold(batch: JsMsg[]): Promise<void> {
+    const decoded = batch.flatMap((m) => {
+      const tokens = m.subject.split(".");
+      const token = tokens[1];
+      const id = tokens[4];
+      const version = Number(m.headers?.get(CommitHeader.Version));
+      let events: JsonObject[];
+      try {
+        events = (m.json<{ events?: Array<{ payload?: JsonObject }> }>().events ?? []).map(
+          (e) => e.payload ?? {},
+        );
+      } catch (err) {
+        log.error({ err, stream_seq: m.seq, subject: m.subject }, "commit is not JSON; skipped");
+        return [];
+      }
+      if (token === undefined || id === undefined || !Number.isSafeInteger(version)) {
+        log.error(
+          { stream_seq: m.seq, subject: m.subject },
+          "commit without a version or aggregate id; skipped",
+        );
+        return [];
+      }
+      const tenant = token === "_" ? "" : token;
+      return [{ tenant, id, version, events, seq: m.seq }];
+    });
+    const current = await store.load(type, [
+      ...new Map(decoded.map((d) => [rowKey(d.tenant, d.id), { tenant: d.tenant, id: d.id }])).values(),
+    ]);
+    const rows = new Map<string, ReadModelRow>();
+    for (const d of decoded) {
+      const key = rowKey(d.tenant, d.id);
+      const before: CurrentRow = rows.get(key) ??
+        current.get(key) ?? { version: 0, state: options.initialState };
+      if (before.version >= d.version) continue; // redelivered or already projected
+      if (before.version !== d.version - d.events.length) {
+        log.warn(
+          { tenant_id: d.tenant, aggregate_id: d.id, stored_version: before.version, version: d.version },
+          "commit does not follow the projected version",
+        );
+      }
+      try {
+        const state = await program.applyAll(before.state, d.events);
+        rows.set(key, { tenant: d.tenant, id: d.id, version: d.version, stream_seq: d.seq, state });
+      } catch (err) {
+        // One broken aggregate must not stop the projection of every other one.
+        log.error(
+          { err, tenant_id: d.tenant, aggregate_id: d.id, stream_seq: d.seq },
+          "apply failed; commit skipped",
+        );
+      }
+    }
+    const last = batch.at(-1)!;
+    await store.commit(type, [...rows.values()], last.seq);
+    checkpoint = last.seq;
+    pending = last.info.pending;
+    lagMs = Math.max(0, Date.now() - last.info.timestampNanos / 1_000_000);
+    wake();
+  }
+
+  async function project(): Promise<void> {
+    const consumer = await js.consumers.get(stream, {
+      filter_subjects: filter,
+      opt_start_seq: checkpoint + 1,
+    });
+    const iter = await consumer.consume({ max_messages: batchSize * 2 });
+    messages = iter;
+    let batch: JsMsg[] = [];
+    for await (const m of iter) {
+      batch.push(m);
+      if (m.info.pending === 0 || batch.length >= batchSize) {
+        const current = batch;
+        batch = [];
+        await fold(current);
+      }
+    }
+  }
+
+  async function run(): Promise<void> {
+    while (!stopped) {
+      try {
+        release = await store.tryLockProjector(type);
+        if (!release) {
+          // Another replica projects; follow its checkpoint in the shared store.
+          checkpoint = await store.checkpoint(type);
+          wake();
+          await new Promise((r) => setTimeout(r, options.lockRetryMs ?? 2_000));
+          continue;
+        }
+        projecting = true;
+        checkpoint = await store.checkpoint(type);
+        log.info({ aggregate_type: type, checkpoint }, "projector started");
+        await project();
+      } catch (err) {
+        if (!stopped) log.error({ err, aggregate_type: type }, "projector failed; restarting");
+        await new Promise((r) => setTimeout(r, 500));
+      } finally {
+        projecting = false;
+        const r = release;
+        release = undefined;
+        await r?.().catch(() => undefined);
+      }
+    }
+  }
+  const running = run();
+
+  /** True when no commit of this type with a sequence in (checkpoint, seq] exists in the stream. */
+  async function nothingBetween(seq: number): Promise<boolean> {
+    const from = checkpoint + 1;
+    try {
+      // Read the stream's end first: a commit appended after it cannot be below `seq` anyway.
+      const info = await jsm.streams.info(stream);
+      if (info.state.last_seq < seq) return false;
+      const next = await jsm.streams.getMessage(stream, {
+        seq: from,
+        next_by_subj: filter,
+      } as unknown as MsgRequest);
+      return next === null || next.seq > seq;
+    } catch {
+      return false;
+    }
+  }
+
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= (async () => {
+      stopped = true;
+      messages?.stop();
+      wake();
+      await running;
+    })();
+    return stopping;
+  };
+
+  return {
+    type,
+    status: () => ({ aggregate_type: type, projecting, checkpoint, pending, lag_ms: lagMs }),
+    async waitFor(seq, timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      let probed = false;
+      while (checkpoint < seq && !stopped) {
+        // The sequence may belong to another type: then nothing of ours lies before it.
+        if (!probed) {
+          probed = true;
+          if (await nothingBetween(seq)) return true;
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) return false;
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            waiters.delete(done);
+            resolve();
+          };
+          const timer = setTimeout(done, Math.min(left, projecting ? 250 : 50));
+          waiters.add(done);
+        });
+        if (!projecting) checkpoint = Math.max(checkpoint, await store.checkpoint(type));
+        if (checkpoint < seq && (await nothingBetween(seq))) return true;
+      }
+      return checkpoint >= seq;
+    },
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}

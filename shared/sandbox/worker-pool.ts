@@ -1,0 +1,528 @@
+/**
+ * Aggregate programs in a pool of worker threads, each running the QuickJS sandbox
+ * (quickjs-sandbox.ts) behind worker.ts. Same `Sandbox` interface as the in-thread sandbox.
+ *
+ * Why threads: QuickJS's interrupt handler cannot stop a single long built-in
+ * (`Array.prototype.indexOf.call({length: 2**32 - 1}, 1)` runs for minutes inside one C call),
+ * and only stopping the thread that runs it bounds that. A thread also gets a larger stack
+ * (`resourceLimits.stackSizeMb`), so QuickJS's own stack budget can be four times the main
+ * thread's and still be what trips first.
+ *
+ * What must stay true:
+ * - A thread runs one call at a time, and the pool sends a thread a call only when it is idle.
+ *   The watchdog of a call therefore starts when the call starts, and when it fires (the
+ *   program's `timeoutMs` + `graceMs` after dispatch), the call it stops is the only one on that
+ *   thread: that call fails with ProgramError reason "timeout", every other call goes on. A
+ *   thread that dies on its own fails its call with reason "terminated".
+ * - Calls wait in one FIFO queue in this thread and go to the first idle thread that has their
+ *   program loaded, so a stopped thread's replacement (which has to start and load every
+ *   program first, about half a second under tsx) never holds a call up while another thread is
+ *   free.
+ * - Every program is loaded into every thread, from its source (the compiled text, a few KB):
+ *   threads are interchangeable. A program whose loading hangs a thread past its load budget is
+ *   refused and never sent to a replacement, so it cannot stop threads in a loop.
+ * - One call is one message each way, strings only (worker-protocol.ts); parsing the reply
+ *   happens here, as in the in-thread sandbox.
+ * - A thread that cannot start is retried with a growing delay (up to 5 s); while no thread can
+ *   run a call at all, the waiting calls fail with ProgramError reason "unavailable".
+ */
+import { createHash } from "node:crypto";
+import { Worker } from "node:worker_threads";
+import {
+  ApplyError,
+  DecideError,
+  ProgramError,
+  Unavailable,
+  type AggregateError,
+  type JsonObject,
+} from "../contract/index.ts";
+import { ProgramFailure } from "./program-failure.ts";
+import { compileQuickJsWasm, Op, parseApplyAllReply, parseDecideReply } from "./quickjs-sandbox.ts";
+import type { AggregateProgram, DecideContext, DecideOutcome, ProgramSource, Sandbox } from "./types.ts";
+import type { FromWorker, ToWorker, WireError, WorkerSettings } from "./worker-protocol.ts";
+
+/** Where the pool reports thread replacements. A pino logger fits. */
+export interface SandboxLog {
+  warn(obj: object, msg: string): void;
+}
+
+/** Tuning of the worker pool. The defaults suit a 2-core machine. */
+export interface WorkerSandboxOptions {
+  /** Threads; default 2. */
+  readonly size?: number;
+  /** How long past a call's deadline the watchdog waits before stopping its thread, in ms; default 500. */
+  readonly graceMs?: number;
+  /** Stack of each thread (`resourceLimits.stackSizeMb`); default 16. */
+  readonly stackSizeMb?: number;
+  /** QuickJS stack budget in each thread, in bytes; default 1 MiB. Measured: the JSON parser needs 4 to 8 MB of host stack per MiB of QuickJS stack (plain recursion about 2), so 16 MB leaves it a clean guest error. */
+  readonly maxStackBytes?: number;
+  /** WASM memory a program gets on top of `limits.memoryMb`, in MiB; default 8. */
+  readonly memoryOverheadMb?: number;
+  /** Budget for evaluating a program's modules, in ms; default 5,000. The watchdog adds `graceMs`. */
+  readonly loadTimeoutMs?: number;
+  readonly log?: SandboxLog;
+}
+
+const DEFAULTS = {
+  size: 2,
+  graceMs: 500,
+  stackSizeMb: 16,
+  maxStackBytes: 1024 * 1024,
+  memoryOverheadMb: 8,
+  loadTimeoutMs: 5_000,
+} as const;
+const MAX_RESPAWN_DELAY_MS = 5_000;
+
+/** Creates the pool; threads start at once, programs load into each as they are loaded here. */
+export function createWorkerSandbox(opts: WorkerSandboxOptions = {}): Sandbox {
+  return new WorkerPool({
+    size: opts.size ?? DEFAULTS.size,
+    graceMs: opts.graceMs ?? DEFAULTS.graceMs,
+    stackSizeMb: opts.stackSizeMb ?? DEFAULTS.stackSizeMb,
+    maxStackBytes: opts.maxStackBytes ?? DEFAULTS.maxStackBytes,
+    memoryOverheadMb: opts.memoryOverheadMb ?? DEFAULTS.memoryOverheadMb,
+    loadTimeoutMs: opts.loadTimeoutMs ?? DEFAULTS.loadTimeoutMs,
+    log: opts.log,
+  });
+}
+
+interface PoolSettings {
+  readonly size: number;
+  readonly graceMs: number;
+  readonly stackSizeMb: number;
+  readonly maxStackBytes: number;
+  readonly memoryOverheadMb: number;
+  readonly loadTimeoutMs: number;
+  readonly log: SandboxLog | undefined;
+}
+
+/** A program as the pool knows it: its source, sent to every thread. */
+interface Entry {
+  readonly id: number;
+  readonly source: ProgramSource;
+  /** Settled by the first thread's answer. */
+  settled: boolean;
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+/** A call waiting for, or running on, a thread. */
+interface Call {
+  readonly id: number;
+  readonly entry: Entry;
+  readonly op: Op;
+  readonly args: readonly string[];
+  resolve(reply: string): void;
+  reject(err: Error): void;
+  timer?: NodeJS.Timeout;
+}
+
+/** One thread and what the pool knows about it. */
+interface Slot {
+  readonly index: number;
+  readonly worker: Worker;
+  ready: boolean;
+  dead: boolean;
+  /** The call running on it, if any: at most one. */
+  call: Call | undefined;
+  /** Programs it has loaded. */
+  readonly loaded: Set<number>;
+  /** Watchdogs of the loads it is running. */
+  readonly loading: Map<number, NodeJS.Timeout>;
+}
+
+class WorkerPool implements Sandbox {
+  readonly #settings: PoolSettings;
+  readonly #slots: Array<Slot | undefined>;
+  readonly #entries = new Map<number, Entry>();
+  readonly #byKey = new Map<string, Promise<AggregateProgram>>();
+  readonly #queue: Call[] = [];
+  #wasm: Promise<WebAssembly.Module | undefined> | undefined;
+  #nextId = 1;
+  #closed = false;
+  /** Consecutive thread starts that failed before the thread said ready, and the last reason. */
+  #startFailures = 0;
+  #startError = "";
+  readonly #respawns = new Set<NodeJS.Timeout>();
+
+  constructor(settings: PoolSettings) {
+    this.#settings = settings;
+    this.#slots = Array.from({ length: Math.max(1, settings.size) }, () => undefined);
+    for (let i = 0; i < this.#slots.length; i++) void this.#spawn(i);
+  }
+
+  load(source: ProgramSource): Promise<AggregateProgram> {
+    if (this.#closed) return Promise.reject(new Unavailable("the sandbox is closed"));
+    const key = JSON.stringify([source.decide.hash, source.apply.hash, source.name, source.limits]);
+    let loading = this.#byKey.get(key);
+    if (loading === undefined) {
+      loading = this.#load(source);
+      this.#byKey.set(key, loading);
+      loading.catch(() => this.#byKey.delete(key));
+    }
+    return loading;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const timer of this.#respawns) clearTimeout(timer);
+    this.#respawns.clear();
+    const closing = new Unavailable("the sandbox is closed");
+    for (const call of this.#queue.splice(0)) call.reject(closing);
+    const stopping: Array<Promise<number>> = [];
+    for (const slot of this.#slots) {
+      if (slot === undefined) continue;
+      this.#bury(slot);
+      clearTimeout(slot.call?.timer);
+      slot.call?.reject(closing);
+      slot.call = undefined;
+      stopping.push(slot.worker.terminate());
+    }
+    for (const entry of this.#entries.values()) if (!entry.settled) entry.reject(closing);
+    this.#entries.clear();
+    await Promise.allSettled(stopping);
+  }
+
+  async #load(source: ProgramSource): Promise<AggregateProgram> {
+    const id = this.#nextId++;
+    const loaded = new Promise<void>((resolve, reject) => {
+      const entry: Entry = {
+        id,
+        source,
+        settled: false,
+        resolve: () => {
+          entry.settled = true;
+          resolve();
+        },
+        reject: (err) => {
+          entry.settled = true;
+          reject(err);
+        },
+      };
+      this.#entries.set(id, entry);
+      for (const slot of this.#slots) if (slot !== undefined && !slot.dead) this.#sendLoad(slot, entry);
+    });
+    await loaded;
+    return new PooledProgram(source, (op, args) => this.#call(id, op, args));
+  }
+
+  #call(programId: number, op: Op, args: readonly string[]): Promise<string> {
+    if (this.#closed) return Promise.reject(new Unavailable("the sandbox is closed"));
+    const entry = this.#entries.get(programId);
+    if (entry === undefined) return Promise.reject(new Unavailable("the program is no longer loaded"));
+    return new Promise<string>((resolve, reject) => {
+      this.#queue.push({ id: this.#nextId++, entry, op, args, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  /** Hands queued calls to idle threads, oldest call first. */
+  #pump(): void {
+    for (let i = 0; i < this.#queue.length;) {
+      const call = this.#queue[i]!;
+      const slot = this.#slots.find(
+        (s) => s !== undefined && s.ready && !s.dead && s.call === undefined && s.loaded.has(call.entry.id),
+      );
+      if (slot === undefined) {
+        if (!this.#slots.some((s) => s !== undefined && !s.dead && s.call === undefined)) return;
+        i++;
+        continue;
+      }
+      this.#queue.splice(i, 1);
+      this.#dispatch(slot, call);
+    }
+  }
+
+  #dispatch(slot: Slot, call: Call): void {
+    slot.call = call;
+    const { timeoutMs } = call.entry.source.limits;
+    call.timer = setTimeout(() => this.#overrun(slot, call), timeoutMs + this.#settings.graceMs);
+    const message: ToWorker = [call.id, call.entry.id, call.op, ...call.args];
+    slot.worker.postMessage(message);
+  }
+
+  /** The watchdog: the call is still running well past its deadline; stop its thread. */
+  #overrun(slot: Slot, call: Call): void {
+    if (slot.call !== call || slot.dead) return;
+    slot.call = undefined;
+    const { name, limits } = call.entry.source;
+    call.reject(
+      new ProgramError(
+        `${name}: timed out after ${limits.timeoutMs} ms (the watchdog stopped its thread ${this.#settings.graceMs} ms later)`,
+        { aggregate_type: name, reason: ProgramFailure.Timeout },
+      ),
+    );
+    this.#settings.log?.warn(
+      {
+        aggregate_type: name,
+        timeout_ms: limits.timeoutMs,
+        grace_ms: this.#settings.graceMs,
+        thread: slot.index,
+      },
+      "sandbox thread stopped by the watchdog; starting a replacement",
+    );
+    this.#replace(slot, false);
+  }
+
+  #onMessage(slot: Slot, message: FromWorker): void {
+    if (slot.dead) return;
+    if (Array.isArray(message)) {
+      const call = slot.call;
+      if (call === undefined || call.id !== message[0]) return;
+      clearTimeout(call.timer);
+      slot.call = undefined;
+      if (message[1] !== null) call.resolve(message[1]);
+      else call.reject(fromWire(message[2], call.entry.source.name));
+      this.#pump();
+      return;
+    }
+    switch (message.t) {
+      case "ready":
+        slot.ready = true;
+        this.#startFailures = 0;
+        // The loads sent while it started run from now on: so do their budgets.
+        for (const [id, timer] of slot.loading) {
+          clearTimeout(timer);
+          const entry = this.#entries.get(id);
+          if (entry !== undefined) this.#watchLoad(slot, entry);
+        }
+        this.#pump();
+        return;
+      case "loaded": {
+        clearTimeout(slot.loading.get(message.id));
+        slot.loading.delete(message.id);
+        const entry = this.#entries.get(message.id);
+        if (entry === undefined) return;
+        if (message.error === undefined) {
+          slot.loaded.add(message.id);
+          if (!entry.settled) entry.resolve();
+          this.#pump();
+        } else if (!entry.settled) {
+          this.#refuse(entry, fromWire(message.error, entry.source.name));
+        } else {
+          // Loaded elsewhere, so the program is sound; this thread just will not run it.
+          this.#settings.log?.warn(
+            { aggregate_type: entry.source.name, thread: slot.index, error: message.error.message },
+            "a sandbox thread could not load a program the others run",
+          );
+          this.#failOrphans(entry, message.error);
+        }
+        return;
+      }
+    }
+  }
+
+  /** A program that cannot load is forgotten everywhere: no thread, present or future, gets it again. */
+  #refuse(entry: Entry, err: Error): void {
+    this.#entries.delete(entry.id);
+    if (!entry.settled) entry.reject(err);
+    for (const slot of this.#slots) {
+      if (slot === undefined || slot.dead) continue;
+      clearTimeout(slot.loading.get(entry.id));
+      slot.loading.delete(entry.id);
+      slot.loaded.delete(entry.id);
+      slot.worker.postMessage({ t: "unload", id: entry.id } satisfies ToWorker);
+    }
+  }
+
+  /** Calls of a program that no live thread has or is loading would wait forever: fail them. */
+  #failOrphans(entry: Entry, error: WireError): void {
+    const held = this.#slots.some(
+      (s) => s !== undefined && !s.dead && (s.loaded.has(entry.id) || s.loading.has(entry.id)),
+    );
+    if (held) return;
+    for (let i = this.#queue.length - 1; i >= 0; i--) {
+      const call = this.#queue[i]!;
+      if (call.entry !== entry) continue;
+      this.#queue.splice(i, 1);
+      call.reject(fromWire(error, entry.source.name));
+    }
+  }
+
+  #sendLoad(slot: Slot, entry: Entry): void {
+    this.#watchLoad(slot, entry);
+    slot.worker.postMessage({ t: "load", id: entry.id, source: entry.source } satisfies ToWorker);
+  }
+
+  /** The load's watchdog: a thread still loading the program `loadTimeoutMs` + grace later is stopped. */
+  #watchLoad(slot: Slot, entry: Entry): void {
+    const budget = this.#settings.loadTimeoutMs + this.#settings.graceMs;
+    slot.loading.set(
+      entry.id,
+      setTimeout(() => {
+        if (slot.dead || !slot.loading.has(entry.id)) return;
+        // A thread that is still starting can take long for reasons of its own (a cold tsx
+        // cache on a busy machine): the budget starts over until it is up.
+        if (!slot.ready) {
+          this.#watchLoad(slot, entry);
+          return;
+        }
+        const { name } = entry.source;
+        this.#refuse(
+          entry,
+          new ProgramError(`${name}: loading did not finish within ${budget} ms; the thread was stopped`, {
+            aggregate_type: name,
+            reason: ProgramFailure.Timeout,
+          }),
+        );
+        this.#replace(slot, false);
+      }, budget),
+    );
+  }
+
+  async #spawn(index: number): Promise<void> {
+    const wasmModule = await (this.#wasm ??= compileQuickJsWasm().catch(() => undefined));
+    if (this.#closed) return;
+    const data: WorkerSettings = {
+      maxStackBytes: this.#settings.maxStackBytes,
+      memoryOverheadMb: this.#settings.memoryOverheadMb,
+      loadTimeoutMs: this.#settings.loadTimeoutMs,
+      ...(wasmModule === undefined ? {} : { wasmModule }),
+    };
+    let worker: Worker;
+    try {
+      worker = startWorker(data, this.#settings.stackSizeMb);
+    } catch (err) {
+      this.#settings.log?.warn({ err, thread: index }, "sandbox thread cannot be started");
+      this.#startError = err instanceof Error ? err.message : String(err);
+      this.#startFailed(index);
+      return;
+    }
+    const slot: Slot = {
+      index,
+      worker,
+      ready: false,
+      dead: false,
+      call: undefined,
+      loaded: new Set(),
+      loading: new Map(),
+    };
+    this.#slots[index] = slot;
+    worker.on("message", (message: FromWorker) => this.#onMessage(slot, message));
+    worker.on("error", (err) => {
+      if (slot.dead) return;
+      if (!slot.ready) this.#startError = err.message;
+      this.#settings.log?.warn({ err, thread: index }, "sandbox thread failed; starting a replacement");
+      this.#replace(slot, !slot.ready);
+    });
+    worker.on("exit", (code) => {
+      if (slot.dead) return;
+      this.#settings.log?.warn({ code, thread: index }, "sandbox thread exited; starting a replacement");
+      this.#replace(slot, !slot.ready);
+    });
+    for (const entry of this.#entries.values()) this.#sendLoad(slot, entry);
+  }
+
+  /** Stops a thread (if it is not gone already), fails its call, and starts another in its place. */
+  #replace(slot: Slot, failedToStart: boolean): void {
+    this.#bury(slot);
+    const call = slot.call;
+    slot.call = undefined;
+    if (call !== undefined) {
+      clearTimeout(call.timer);
+      const { name } = call.entry.source;
+      call.reject(
+        new ProgramError(`${name}: the sandbox thread running the call stopped`, {
+          aggregate_type: name,
+          reason: ProgramFailure.Terminated,
+        }),
+      );
+    }
+    void slot.worker.terminate().catch(() => undefined);
+    if (this.#closed) return;
+    if (failedToStart) this.#startFailed(slot.index);
+    else void this.#spawn(slot.index);
+  }
+
+  #bury(slot: Slot): void {
+    slot.dead = true;
+    slot.ready = false;
+    for (const timer of slot.loading.values()) clearTimeout(timer);
+    slot.loading.clear();
+  }
+
+  #startFailed(index: number): void {
+    this.#startFailures += 1;
+    if (!this.#slots.some((s) => s !== undefined && !s.dead && s.ready)) {
+      // Nothing can run the waiting calls (or finish a load) now; tell their callers rather
+      // than keep them waiting for a thread that may never start.
+      const unavailable = (name: string) =>
+        new ProgramError(`${name}: no sandbox thread could be started: ${this.#startError}`, {
+          aggregate_type: name,
+          reason: ProgramFailure.Unavailable,
+        });
+      for (const call of this.#queue.splice(0)) call.reject(unavailable(call.entry.source.name));
+      if (this.#startFailures >= this.#slots.length) {
+        for (const entry of [...this.#entries.values()]) {
+          if (!entry.settled) this.#refuse(entry, unavailable(entry.source.name));
+        }
+      }
+    }
+    const delay = Math.min(MAX_RESPAWN_DELAY_MS, 100 * 2 ** Math.min(this.#startFailures, 6));
+    const timer = setTimeout(() => {
+      this.#respawns.delete(timer);
+      void this.#spawn(index);
+    }, delay);
+    this.#respawns.add(timer);
+  }
+}
+
+/** One program as the pool's callers see it. */
+class PooledProgram implements AggregateProgram {
+  readonly hash: string;
+  readonly applyHash: string;
+  readonly #run: (op: Op, args: readonly string[]) => Promise<string>;
+
+  constructor(source: ProgramSource, run: (op: Op, args: readonly string[]) => Promise<string>) {
+    this.hash = createHash("sha256")
+      .update(source.decide.hash + source.apply.hash)
+      .digest("hex");
+    this.applyHash = source.apply.hash;
+    this.#run = run;
+  }
+
+  async decide(stateJson: string, command: JsonObject, context: DecideContext): Promise<DecideOutcome> {
+    return parseDecideReply(
+      await this.#run(Op.decide, [stateJson, JSON.stringify(command), JSON.stringify(context)]),
+    );
+  }
+
+  async applyAll(stateJson: string, events: readonly JsonObject[]): Promise<string> {
+    return parseApplyAllReply(await this.#run(Op.applyAll, [stateJson, JSON.stringify(events)]));
+  }
+}
+
+/** The contract error a thread reported, rebuilt on this side. */
+function fromWire(err: WireError, name: string): AggregateError {
+  switch (err.name) {
+    case "DecideError":
+      return new DecideError(err.message, err.fields);
+    case "ApplyError":
+      return new ApplyError(err.message, err.fields);
+    case "Unavailable":
+      return new Unavailable(err.message, err.fields);
+    case "ProgramError":
+      return new ProgramError(err.message, err.fields);
+    default:
+      return new ProgramError(`${name}: ${err.message}`, {
+        aggregate_type: name,
+        reason: ProgramFailure.Host,
+        ...err.fields,
+      });
+  }
+}
+
+/**
+ * Starts worker.ts. From source (`npm start`, vitest) the entry is TypeScript: Node 20 does not
+ * apply an inherited `--import tsx` to a worker's entry module, so a one-line entry registers
+ * tsx's loader in the thread first and then imports it. From a build it is plain worker.js.
+ */
+function startWorker(workerData: WorkerSettings, stackSizeMb: number): Worker {
+  const entry = new URL(import.meta.url.endsWith(".ts") ? "./worker.ts" : "./worker.js", import.meta.url);
+  const options = { workerData, resourceLimits: { stackSizeMb } };
+  if (!entry.pathname.endsWith(".ts")) return new Worker(entry, options);
+  const tsx = import.meta.resolve("tsx/esm/api");
+  const code = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); });`;
+  return new Worker(code, { ...options, eval: true });
+}
