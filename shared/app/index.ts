@@ -6,7 +6,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect, credsAuthenticator } from "@nats-io/transport-node";
 import { readFile } from "node:fs/promises";
@@ -19,6 +19,13 @@ import { createEventLog, ensureEventStream } from "../event-log/index.ts";
 import { loadFunctions, type FunctionDefinition } from "../functions/index.ts";
 import { startOpsServer, type HttpReply, type OpsServer, type Route } from "../http/index.ts";
 import { createMetrics, type Metrics } from "../observability/index.ts";
+import {
+  openPgStore,
+  openSqliteStore,
+  registerQueryMetrics,
+  startQueryService,
+  type QueryService,
+} from "../query/index.ts";
 import { createTenantGate, type TenantGate } from "../tenancy/index.ts";
 import { startNatsServer, type NatsServer } from "../nats-server/index.ts";
 import { compileProgramFile, createSandbox, type Sandbox } from "../sandbox/index.ts";
@@ -66,6 +73,7 @@ export async function startApp({
     const connection = { connected: false };
     const view: {
       handler?: CommandHandler;
+      query?: QueryService;
       storage?: ReturnType<typeof storageProbe>;
       types: string[];
     } = { types: [] };
@@ -95,6 +103,7 @@ export async function startApp({
               status: ok ? "ready" : phase === "ready" ? "unavailable" : phase,
               nats_connected: connection.connected,
               storage_ready: storageOk,
+              ...(view.query ? { projections: view.query.status() } : {}),
               types: view.types,
             },
           };
@@ -243,6 +252,42 @@ export async function startApp({
         log.warn({ in_flight: services.inFlight }, "shutdown deadline passed with commands in flight");
       await handler.flush();
     });
+
+    // The read model: a projector per type folding the event stream into a queryable store,
+    // and the `aggregate.<type>.query` endpoints (joining the types' services).
+    if (config.query) {
+      const store = config.queryUrl
+        ? await openPgStore({ url: config.queryUrl })
+        : openSqliteStore({ file: path.join(config.storagePath, "read-model.sqlite") });
+      cleanups.push(() => store.close());
+      const query = await startQueryService({
+        nc,
+        js: jetstream(nc, { timeout: config.requestTimeoutMs }),
+        jsm: await jetstreamManager(nc, { timeout: config.requestTimeoutMs }),
+        stream: config.streamName,
+        store,
+        types: functions.map((fn) => ({
+          type: fn.type,
+          program: types.get(fn.type)!.program,
+          initialState: fn.initialState,
+          queryFields: fn.manifest.query_fields,
+        })),
+        policy: {
+          multiTenancy: config.multiTenancy,
+          defaultTenant: config.defaultTenant,
+          newId: () => uuidv7(),
+        },
+        log: log.child({ component: "query" }),
+        services: services.services,
+        version,
+        cursorSecret:
+          config.queryCursorSecret === undefined ? undefined : Buffer.from(config.queryCursorSecret),
+        maxWaitMs: config.queryWaitMs,
+      });
+      cleanups.push(() => query.stop());
+      registerQueryMetrics(metrics.registry, () => query.status());
+      view.query = query;
+    }
 
     const storage = storageProbe(nc, config);
     view.storage = storage;

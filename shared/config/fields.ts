@@ -167,6 +167,28 @@ export const CONFIG_ENV_VARS = {
     yaml: "request_timeout_ms",
     description: "budget of one JetStream API call in ms, 100..600000 (default 5000)",
   },
+  query: {
+    env: "AGGREGATE_QUERY",
+    yaml: "query",
+    description: "run the read model and the aggregate.<type>.query endpoints: true (default) or false",
+  },
+  queryUrl: {
+    env: "AGGREGATE_QUERY_URL",
+    yaml: "query_url",
+    description:
+      "PostgreSQL URL of a shared read model; unset = a SQLite file under the storage path; never logged",
+  },
+  queryCursorSecret: {
+    env: "AGGREGATE_QUERY_CURSOR_SECRET",
+    yaml: "query_cursor_secret",
+    description:
+      "key that signs query cursors, at least 16 characters (default: a random key kept in the read model); never logged",
+  },
+  queryWaitMs: {
+    env: "AGGREGATE_QUERY_WAIT_MS",
+    yaml: "query_wait_ms",
+    description: "the longest a query waits for its min_stream_seq before 503, 0..60000 ms (default 5000)",
+  },
   metricsTenantLabels: {
     env: "AGGREGATE_METRICS_TENANT_LABELS",
     yaml: "metrics_tenant_labels",
@@ -223,11 +245,20 @@ export const FIELD_KINDS = {
   specs: "text",
   shutdownTimeoutMs: "int",
   requestTimeoutMs: "int",
+  query: "bool",
+  queryUrl: "optional",
+  queryCursorSecret: "optional",
+  queryWaitMs: "int",
   metricsTenantLabels: "bool",
 } as const satisfies Record<ConfigField, FieldKind>;
 
 /** Settings whose values are never printed, in errors or logs. */
-export const SECRET_FIELDS: ReadonlySet<ConfigField> = new Set<ConfigField>(["natsPassword", "adminToken"]);
+export const SECRET_FIELDS: ReadonlySet<ConfigField> = new Set<ConfigField>([
+  "natsPassword",
+  "adminToken",
+  "queryUrl",
+  "queryCursorSecret",
+]);
 
 /** All settings, in table order. */
 export const CONFIG_FIELDS = Object.keys(CONFIG_ENV_VARS) as ConfigField[];

@@ -182,6 +182,21 @@ export const Config = v.pipe(
     shutdownTimeoutMs: v.optional(integer(100, 600_000), 10_000),
     /** `AGGREGATE_REQUEST_TIMEOUT_MS`: budget of one JetStream API call; 100..600000 ms, default 5000. */
     requestTimeoutMs: v.optional(integer(100, 600_000), 5000),
+    /** `AGGREGATE_QUERY`: run the read model and the `aggregate.<type>.query` endpoints; default true. */
+    query: v.optional(v.boolean("must be true or false"), true),
+    /** `AGGREGATE_QUERY_URL`: PostgreSQL URL of a shared read model; unset = a SQLite file under the storage path. A secret (may hold a password), never logged. */
+    queryUrl: v.optional(
+      v.pipe(
+        v.string("must be a postgres:// URL"),
+        v.regex(/^postgres(ql)?:\/\/\S+$/, "must be a postgres:// or postgresql:// URL"),
+      ),
+    ),
+    /** `AGGREGATE_QUERY_CURSOR_SECRET`: key that signs query cursors, at least 16 characters; default: a random key kept in the read model. A secret. */
+    queryCursorSecret: v.optional(
+      v.pipe(v.string("must be a string"), v.minLength(16, "must be at least 16 characters long")),
+    ),
+    /** `AGGREGATE_QUERY_WAIT_MS`: the longest a query waits for its `min_stream_seq` before 503; 0..60000 ms, default 5000. */
+    queryWaitMs: v.optional(integer(0, 60_000), 5000),
     /** `AGGREGATE_METRICS_TENANT_LABELS`: label command metrics by tenant; turn off with very many tenants; default true. */
     metricsTenantLabels: v.optional(v.boolean("must be true or false"), true),
   }),

@@ -134,6 +134,8 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
     });
     const iter = await consumer.consume({ max_messages: batchSize * 2 });
     messages = iter;
+    // stop() may have run while the consumer was being set up: it could not stop this one then.
+    if (stopped) iter.stop();
     let batch: JsMsg[] = [];
     for await (const m of iter) {
       batch.push(m);

@@ -65,7 +65,9 @@ async function stopQuery(): Promise<void> {
 
 beforeAll(async () => {
   server = await startTestNats();
-  app = await startTestApp(server.url);
+  // This file runs its own query service (to restart it and delete its store): the app's stays off,
+  // or the two would share the endpoint's queue group and each other's cursors.
+  app = await startTestApp(server.url, { AGGREGATE_QUERY: "false" });
   nc = await connectTest(server);
   sandbox = createQuickJsSandbox();
   dir = await mkdtemp(path.join(tmpdir(), "query-endpoint-"));

@@ -15,7 +15,8 @@ export interface TestApp extends App {
 
 /**
  * Starts the real service in this process against a test nats-server, with the given
- * `AGGREGATE_*` environment on top of test defaults (any free HTTP port, silent stdout).
+ * `AGGREGATE_*` environment on top of test defaults (any free HTTP port, logs kept in memory,
+ * no read model unless `AGGREGATE_QUERY` says so).
  */
 export async function startTestApp(natsUrl: string, env: Record<string, string> = {}): Promise<TestApp> {
   const storage = await mkdtemp(path.join(tmpdir(), "aggregate-test-"));
@@ -26,6 +27,8 @@ export async function startTestApp(natsUrl: string, env: Record<string, string> 
       AGGREGATE_FUNCTIONS_DIR: FUNCTIONS_DIR,
       AGGREGATE_STORAGE_PATH: storage,
       AGGREGATE_LOG_LEVEL: "debug",
+      // The read model doubles the work per command; the files that test it turn it on.
+      AGGREGATE_QUERY: "false",
       ...env,
     },
   });

@@ -70,6 +70,10 @@ const DEFAULTS = {
   specs: "warn",
   shutdownTimeoutMs: 10_000,
   requestTimeoutMs: 5000,
+  query: true,
+  queryUrl: undefined,
+  queryCursorSecret: undefined,
+  queryWaitMs: 5000,
   metricsTenantLabels: true,
 };
 
@@ -438,6 +442,10 @@ describe("CONFIG_ENV_VARS", () => {
     specs: ["enforce", "enforce", "enforce"],
     shutdownTimeoutMs: ["100", 100, 100],
     requestTimeoutMs: ["600000", 600000, 600000],
+    query: ["false", false, false],
+    queryUrl: ["postgres://u@h/db", "postgres://u@h/db", "postgres://u@h/db"],
+    queryCursorSecret: ["0123456789abcdef", "0123456789abcdef", "0123456789abcdef"],
+    queryWaitMs: ["0", 0, 0],
     metricsTenantLabels: ["false", false, false],
   };
   const fields = Object.keys(samples) as (keyof Config)[];
