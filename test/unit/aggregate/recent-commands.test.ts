@@ -31,6 +31,19 @@ describe("recent commands", () => {
     expect(recent.find("c1")?.version).toBe(1);
   });
 
+  it("finds entries the same way before and after it builds its index", () => {
+    const recent = new RecentCommands(40);
+    for (let n = 1; n <= 40; n++) {
+      recent.add(applied(n));
+      for (const m of [1, Math.ceil(n / 2), n]) expect(recent.find(`c${m}`)?.version).toBe(m);
+      expect(recent.find(`c${n + 1}`)).toBeUndefined();
+    }
+    for (let n = 41; n <= 60; n++) recent.add(applied(n));
+    expect(recent.find("c20")).toBeUndefined();
+    expect(recent.find("c21")?.version).toBe(21);
+    expect(recent.size).toBe(40);
+  });
+
   it("clones independently", () => {
     const a = new RecentCommands(5, [applied(1)]);
     const b = a.clone();
