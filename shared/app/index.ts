@@ -16,7 +16,7 @@ import { createCommandHandler, type AggregateTypeRuntime, type CommandHandler } 
 import { describeConfig, loadConfig, SpecsMode, type Config } from "../config/index.ts";
 import { parseTenantId } from "../contract/index.ts";
 import { createEventLog, ensureEventStream } from "../event-log/index.ts";
-import { loadFunctions, type FunctionDefinition } from "../functions/index.ts";
+import { functionDefaults, loadFunctions, type FunctionDefinition } from "../functions/index.ts";
 import { startOpsServer, type HttpReply, type OpsServer, type Route } from "../http/index.ts";
 import { createMetrics, type Metrics } from "../observability/index.ts";
 import {
@@ -174,17 +174,7 @@ export async function startApp({
       log: log.child({ component: "sandbox" }),
     });
     cleanups.push(() => sandbox.close());
-    const functions = await loadFunctions(
-      config.functionsDir,
-      {
-        snapshotThreshold: config.snapshotThreshold,
-        timeoutMs: config.programTimeoutMs,
-        memoryMb: config.programMemoryMb,
-        maxTimeoutMs: config.programMaxTimeoutMs,
-        maxMemoryMb: config.programMaxMemoryMb,
-      },
-      compileProgramFile,
-    );
+    const functions = await loadFunctions(config.functionsDir, functionDefaults(config), compileProgramFile);
     const types = new Map<string, AggregateTypeRuntime>();
     for (const fn of functions) {
       types.set(fn.type, {

@@ -8,6 +8,7 @@ import path from "node:path";
 import * as v from "valibot";
 import { parse as parseYaml } from "yaml";
 import { jsonDepthExceeds, parseAggregateType, type AggregateType } from "../contract/index.ts";
+import type { Config } from "../config/index.ts";
 import type { CompiledModule, ProgramLimits, ProgramSource } from "../sandbox/types.ts";
 
 /** `functions/<type>/manifest.yaml`. Unknown keys are refused so that a typo is not silently ignored. */
@@ -56,6 +57,17 @@ export const Manifest = v.strictObject({
   ),
 });
 export type Manifest = v.InferOutput<typeof Manifest>;
+
+/** The loader's defaults and caps as the service configures them. */
+export function functionDefaults(config: Config): FunctionDefaults {
+  return {
+    snapshotThreshold: config.snapshotThreshold,
+    timeoutMs: config.programTimeoutMs,
+    memoryMb: config.programMemoryMb,
+    maxTimeoutMs: config.programMaxTimeoutMs,
+    maxMemoryMb: config.programMaxMemoryMb,
+  };
+}
 
 export interface FunctionDefaults {
   readonly snapshotThreshold: number;

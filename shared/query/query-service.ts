@@ -11,7 +11,6 @@ import {
   StorageError,
   Unavailable,
   ValidationError,
-  headerSafe,
   isAggregateError,
   type AggregateError,
   type AggregateType,
@@ -19,7 +18,7 @@ import {
 import type { Logger } from "../aggregate/index.ts";
 import { endpointSubject, serviceName } from "../naming/index.ts";
 import type { AggregateProgram } from "../sandbox/index.ts";
-import { resolveTenant, type RequestHeaders, type RequestPolicy } from "../service/index.ts";
+import { replyError, resolveTenant, type RequestHeaders, type RequestPolicy } from "../service/index.ts";
 import { decodeCursor, encodeCursor, type CursorScope } from "./cursor.ts";
 import { parseFilter } from "./filter.ts";
 import { startProjector, type Projector, type ProjectorStatus } from "./projector.ts";
@@ -186,15 +185,7 @@ export async function startQueryService(options: QueryServiceOptions): Promise<Q
         : new StorageError("the read model failed", {}, { cause: e });
       if (!isAggregateError(e)) log.error({ err: e, aggregate_type: type }, "query failed");
       outcome = error.name;
-      try {
-        msg.respondError(
-          error.status,
-          headerSafe(error.message),
-          encoder.encode(JSON.stringify(error.toJSON())),
-        );
-      } catch (respondErr) {
-        log.warn({ err: respondErr }, "could not send the error reply");
-      }
+      replyError(msg, error, log);
     }
     options.onOutcome?.({
       aggregate_type: type,

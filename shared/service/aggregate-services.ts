@@ -144,15 +144,7 @@ export async function startAggregateServices(options: AggregateServicesOptions):
       c.errors++;
       c.errors_by_code[error.name] = (c.errors_by_code[error.name] ?? 0) + 1;
       if (error.name === "VersionConflict") c.conflicts++;
-      try {
-        msg.respondError(
-          error.status,
-          headerSafe(error.message),
-          encoder.encode(JSON.stringify(error.toJSON())),
-        );
-      } catch (respondErr) {
-        log.warn({ err: respondErr }, "could not send the error reply");
-      }
+      replyError(msg, error, log);
       outcome = { endpoint, aggregate_type: type, outcome: error.name, error, ...known };
     }
     try {
@@ -243,6 +235,18 @@ export async function startAggregateServices(options: AggregateServicesOptions):
       return finished;
     },
   };
+}
+
+/**
+ * The error reply of CONTRACT.md §2: `Nats-Service-Error-Code`, a one-line `Nats-Service-Error`
+ * and the JSON body `{"error": {"code", "message"}}`. Never throws: a lost reply is logged.
+ */
+export function replyError(msg: ServiceMsg, error: AggregateError, log: Logger): void {
+  try {
+    msg.respondError(error.status, headerSafe(error.message), encoder.encode(JSON.stringify(error.toJSON())));
+  } catch (respondErr) {
+    log.warn({ err: respondErr }, "could not send the error reply");
+  }
 }
 
 function respond(msg: ServiceMsg, data: Uint8Array): void {

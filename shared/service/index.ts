@@ -1,4 +1,4 @@
-export { startAggregateServices } from "./aggregate-services.ts";
+export { replyError, startAggregateServices } from "./aggregate-services.ts";
 export type {
   AggregateServices,
   AggregateServicesOptions,

@@ -5,7 +5,7 @@
  * and exits 1 when any spec fails (2 when the programs or specs cannot be loaded at all).
  */
 import { loadConfig } from "../config/index.ts";
-import { loadFunctions } from "../functions/index.ts";
+import { functionDefaults, loadFunctions } from "../functions/index.ts";
 import { compileProgramFile, createSandbox } from "../sandbox/index.ts";
 import { formatSpecReport, runAllSpecs, specCounts } from "./index.ts";
 
@@ -13,17 +13,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const config = loadConfig();
   const wanted = new Set(argv.filter((arg) => !arg.startsWith("-")));
   const functions = (
-    await loadFunctions(
-      config.functionsDir,
-      {
-        snapshotThreshold: config.snapshotThreshold,
-        timeoutMs: config.programTimeoutMs,
-        memoryMb: config.programMemoryMb,
-        maxTimeoutMs: config.programMaxTimeoutMs,
-        maxMemoryMb: config.programMaxMemoryMb,
-      },
-      compileProgramFile,
-    )
+    await loadFunctions(config.functionsDir, functionDefaults(config), compileProgramFile)
   ).filter((fn) => wanted.size === 0 || wanted.has(fn.type));
   const unknown = [...wanted].filter((type) => !functions.some((fn) => fn.type === type));
   if (unknown.length > 0) {
