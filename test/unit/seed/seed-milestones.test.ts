@@ -118,18 +118,20 @@ describe("T7.1: rehydrate from a snapshot alone", () => {
       aggregate_id: uuidv7() as AggregateId,
     };
     // Five commits in the log, then a snapshot at the last one.
-    const handler = createCommandHandler({
-      eventLog,
-      snapshots,
-      types: new Map([
-        [type, { program: bank, initialState: '{"balance":0,"status":"new"}', snapshotThreshold: 5 }],
-      ]),
-      env: testEnvironment(),
-      log: memoryLogger(),
-      maxRetries: 1,
-      cacheSize: 10,
-      idempotencyWindow: 10,
-    });
+    const make = () =>
+      createCommandHandler({
+        eventLog,
+        snapshots,
+        types: new Map([
+          [type, { program: bank, initialState: '{"balance":0,"status":"new"}', snapshotThreshold: 5 }],
+        ]),
+        env: testEnvironment(),
+        log: memoryLogger(),
+        maxRetries: 1,
+        cacheSize: 10,
+        idempotencyWindow: 10,
+      });
+    const handler = make();
     for (let i = 0; i < 5; i++) {
       await handler.submit({
         ...ref,
@@ -142,18 +144,7 @@ describe("T7.1: rehydrate from a snapshot alone", () => {
     }
     await handler.flush();
     // The snapshot says 100; a snapshot-only load must not replay anything.
-    const cold = createCommandHandler({
-      eventLog,
-      snapshots,
-      types: new Map([
-        [type, { program: bank, initialState: '{"balance":0,"status":"new"}', snapshotThreshold: 5 }],
-      ]),
-      env: testEnvironment(),
-      log: memoryLogger(),
-      maxRetries: 1,
-      cacheSize: 10,
-      idempotencyWindow: 10,
-    });
+    const cold = make();
     const readsBefore = eventLog.tailReads;
     expect(await cold.get(ref)).toMatchObject({ version: 5, state: { balance: 100, status: "open" } });
     expect(eventLog.tailReads).toBe(readsBefore);
