@@ -22,7 +22,15 @@ import { ensureEventStream } from "../../shared/event-log/index.ts";
 import { DEFAULT_BUCKET, DEFAULT_STREAM } from "../../shared/naming/index.ts";
 import { startNatsServer, type NatsServer } from "../../shared/nats-server/index.ts";
 import { openSnapshotBucket } from "../../shared/snapshot-store/index.ts";
-import { cpuMs, LoadGenPool, REPO, startBaseline, startService, type ServiceHandle } from "./lib/children.ts";
+import {
+  buildService,
+  cpuMs,
+  LoadGenPool,
+  REPO,
+  startBaseline,
+  startService,
+  type ServiceHandle,
+} from "./lib/children.ts";
 import type { DurationRun, ListRun, RunResult, WorkItem } from "./lib/protocol.ts";
 import { check, fmt, range, table, type TargetCheck } from "./lib/report.ts";
 import { benchSandbox, type SandboxResult } from "./lib/sandbox-bench.ts";
@@ -119,6 +127,7 @@ const { values: opts } = parseArgs({
     loadgens: { type: "string" },
     reps: { type: "string" },
     profile: { type: "boolean", default: false },
+    source: { type: "boolean", default: false },
     "log-level": { type: "string", default: "warn" },
     "nats-server": { type: "string", default: process.env["NATS_SERVER_BIN"] ?? "nats-server" },
     help: { type: "boolean", default: false },
@@ -128,7 +137,7 @@ const { values: opts } = parseArgs({
 if (opts.help) {
   log(
     "usage: npm run bench -- [--quick] [--only=throughput,sequential,cold,sandbox,memory] [--loadgens=N]\n" +
-      "                        [--reps=N] [--profile] [--log-level=warn] [--nats-server=PATH]",
+      "                        [--reps=N] [--profile] [--source] [--log-level=warn] [--nats-server=PATH]",
   );
   process.exit(0);
 }
@@ -139,6 +148,8 @@ const preset: Preset = {
     ? { reps: positiveInt(opts.reps, "--reps"), coldReps: positiveInt(opts.reps, "--reps") }
     : {}),
 };
+/** How every service process of this run starts: the compiled build unless --source. */
+const serviceRun = { logLevel: opts["log-level"], fromSource: opts.source };
 const loadgens = opts.loadgens ? positiveInt(opts.loadgens, "--loadgens") : 1;
 const only = new Set<Scenario>(
   opts.only
@@ -418,7 +429,7 @@ async function throughputAndSequential(
   log("· starting the service (warm) and the baseline");
   const service = await startService({
     natsUrl: nats.url,
-    logLevel: opts["log-level"],
+    ...serviceRun,
     ...(ctx.profileDir ? { cpuProfile: { dir: ctx.profileDir } } : {}),
   });
   const baseline = await startBaseline(nats.url, BASELINE_SUBJECT);
@@ -586,7 +597,7 @@ async function cold(ctx: Ctx): Promise<void> {
   try {
     for (let r = 0; r < preset.coldReps; r++) {
       if (!service) {
-        service = await startService({ natsUrl: nats.url, logLevel: opts["log-level"] });
+        service = await startService({ natsUrl: nats.url, ...serviceRun });
         // Warm the process, not the cache: new aggregates, then the warm-up set (all three paths).
         const jit = ids(preset.jitWarmup).map((a) => ({ aggregateId: a, label: "jit" }));
         addHealth(health, await listRun(pool, SUBMIT, "bench-jit", jit, 32));
@@ -657,7 +668,7 @@ async function memory(ctx: Ctx): Promise<void> {
     log(`· memory: ${preset.memoryAggregates} aggregates, AGGREGATE_CACHE_SIZE=${cacheSize}`);
     const service = await startService({
       natsUrl: nats.url,
-      logLevel: opts["log-level"],
+      ...serviceRun,
       env: { AGGREGATE_CACHE_SIZE: String(cacheSize) },
     });
     try {
@@ -954,7 +965,14 @@ async function main(): Promise<void> {
       natsServer: natsServerVersion(opts["nats-server"]),
       loadavgStart: os.loadavg(),
     },
-    config: { ...preset, loadgens, logLevel: opts["log-level"], scenarios: [...only], profile: opts.profile },
+    config: {
+      ...preset,
+      loadgens,
+      logLevel: opts["log-level"],
+      service: opts.source ? "source (tsx)" : "build (dist/)",
+      scenarios: [...only],
+      profile: opts.profile,
+    },
     scenarios: {},
     targets: [],
   };
@@ -988,6 +1006,10 @@ async function main(): Promise<void> {
   const needsNats =
     only.has("throughput") || only.has("sequential") || only.has("cold") || only.has("memory");
   if (needsNats) {
+    if (!opts.source) {
+      log("· building the service (dist/), as the container runs it; --source runs the TypeScript under tsx");
+      await buildService();
+    }
     const nats = await startNatsServer({ binary: opts["nats-server"] });
     let pool: LoadGenPool | undefined;
     try {

@@ -11,7 +11,6 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { connect, credsAuthenticator } from "@nats-io/transport-node";
 import { readFile } from "node:fs/promises";
 import type { Logger as PinoLogger } from "pino";
-import { v7 as uuidv7 } from "uuid";
 import { createCommandHandler, type AggregateTypeRuntime, type CommandHandler } from "../aggregate/index.ts";
 import { describeConfig, loadConfig, SpecsMode, type Config } from "../config/index.ts";
 import { parseTenantId } from "../contract/index.ts";
@@ -31,6 +30,7 @@ import { startNatsServer, type NatsServer } from "../nats-server/index.ts";
 import { compileProgramFile, createSandbox, type Sandbox } from "../sandbox/index.ts";
 import { formatFailure, runAllSpecs, specCounts } from "../specs/index.ts";
 import { startAggregateServices, type AggregateServices } from "../service/index.ts";
+import { pooledUuidv7 } from "./uuid.ts";
 import { createSnapshotStore, openSnapshotBucket } from "../snapshot-store/index.ts";
 
 export interface App extends AsyncDisposable {
@@ -186,6 +186,7 @@ export async function startApp({
     }
     if (config.specs !== SpecsMode.Off) await checkSpecs(functions, types, config.specs, log);
 
+    const uuidv7 = pooledUuidv7();
     const handler = createCommandHandler({
       eventLog: createEventLog({ nc, stream: config.streamName, timeoutMs: config.requestTimeoutMs }),
       snapshots: createSnapshotStore({ kv, log: log.child({ component: "snapshots" }) }),

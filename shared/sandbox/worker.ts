@@ -11,12 +11,22 @@ import { parentPort, workerData } from "node:worker_threads";
 import { isAggregateError } from "../contract/index.ts";
 import { ProgramFailure } from "./program-failure.ts";
 import { createQuickJsSandbox, type Op, type QuickJsProgram } from "./quickjs-sandbox.ts";
-import type { CallRequest, FromWorker, ToWorker, WireError, WorkerSettings } from "./worker-protocol.ts";
+import {
+  Progress,
+  type CallBatch,
+  type CallRequest,
+  type CallResult,
+  type FromWorker,
+  type ToWorker,
+  type WireError,
+  type WorkerSettings,
+} from "./worker-protocol.ts";
 
 const port = parentPort;
 if (port === null) throw new Error("worker.ts runs only as a worker thread (see worker-pool.ts)");
 
 const settings = workerData as WorkerSettings;
+const progress = new Progress(settings.progress);
 
 /**
  * A dropped module's memory is garbage only V8 can free, and this thread's heap is small enough
@@ -54,16 +64,26 @@ function wire(err: unknown): WireError {
   return { name: "ProgramError", message, fields: { reason: ProgramFailure.Host } };
 }
 
-async function call([callId, programId, op, ...args]: CallRequest): Promise<void> {
+/** Runs a batch's calls one after the other and answers with all their results in one message. */
+async function runBatch(batch: CallBatch): Promise<void> {
+  const results: CallResult[] = [];
+  for (let i = 0; i < batch.length; i++) {
+    progress.start(i);
+    results.push(await call(batch[i]!));
+  }
+  send(results);
+}
+
+async function call([callId, programId, op, ...args]: CallRequest): Promise<CallResult> {
   const loading = programs.get(programId);
   try {
     if (loading === undefined) throw new Error(`program ${programId} is not loaded in this thread`);
-    send([callId, await (await loading).call(op as Op, args)]);
+    return [callId, await (await loading).call(op as Op, args)];
   } catch (err) {
-    send([callId, null, wire(err)]);
     // A failed call may have dropped the program's runtime or module: rebuild it now, while
     // the thread would be idle, rather than inside the next call's budget.
     if (loading !== undefined) setImmediate(() => void warm(loading));
+    return [callId, null, wire(err)];
   }
 }
 
@@ -87,7 +107,7 @@ async function load(id: number, loading: Promise<QuickJsProgram>): Promise<void>
 
 port.on("message", (message: ToWorker) => {
   if (Array.isArray(message)) {
-    void call(message);
+    void runBatch(message);
     return;
   }
   switch (message.t) {

@@ -98,6 +98,28 @@ describe("the worker pool", () => {
     expect(after).toHaveLength(4);
   });
 
+  it("a call hung in the middle of a batch fails alone: its batch-mates run again and succeed", async () => {
+    // One pool thread, so every call of this turn travels in the same batch as the hung one.
+    const single = createWorkerSandbox({ size: 1, graceMs: GRACE_MS });
+    try {
+      const program = await loadProgram(single, HOSTILE, { timeoutMs: TIMEOUT_MS, memoryMb: 32 });
+      const call = (type: string, n: number) =>
+        program.decide("{}", { type, n }, context({ aggregate_id: `agg-${n}` }));
+      const before = Array.from({ length: 5 }, (_, n) => call("ok", n));
+      const hung = rejection(call("index-of", 5));
+      const after = Array.from({ length: 5 }, (_, n) => call("ok", 6 + n));
+      const err = await hung;
+      expect(err.fields["reason"]).toBe("timeout");
+      const done = await Promise.all([...before, ...after]);
+      expect(done.map((o) => o.events[0]?.["n"])).toEqual([0, 1, 2, 3, 4, 6, 7, 8, 9, 10]);
+      // A refusal inside a batch stays that call's own.
+      const mixed = await Promise.allSettled([call("ok", 1), call("nope", 2), call("ok", 3)]);
+      expect(mixed.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    } finally {
+      await single.close();
+    }
+  });
+
   it("interrupts an ordinary loop at the deadline without stopping the thread", async () => {
     const started = performance.now();
     const err = await rejection(run("spin"));
