@@ -16,7 +16,12 @@ const INDEX_FROM = 16;
 
 export class RecentCommands {
   readonly #window: number;
-  readonly #order: AppliedCommand[];
+  /**
+   * Oldest first. Replaced, never grown in place: `push` would give even a one-entry list room
+   * for 17 (about 130 bytes more per cached aggregate; a worker may cache 100k of them), while
+   * `concat` allocates exactly what it holds.
+   */
+  #order: readonly AppliedCommand[];
   /** Built once the list outgrows INDEX_FROM. */
   #byId: Map<string, AppliedCommand> | undefined;
 
@@ -38,16 +43,13 @@ export class RecentCommands {
     return undefined;
   }
 
-  /** Remembers a command, forgetting the oldest one beyond the window. */
+  /** Remembers a command, forgetting the oldest ones beyond the window. */
   add(applied: AppliedCommand): void {
     if (this.find(applied.command_id)) return;
-    this.#order.push(applied);
+    const drop = Math.max(0, this.#order.length + 1 - this.#window);
+    for (let i = 0; i < drop; i++) this.#byId?.delete(this.#order[i]!.command_id);
+    this.#order = (drop > 0 ? this.#order.slice(drop) : this.#order).concat([applied]);
     this.#byId?.set(applied.command_id, applied);
-    while (this.#order.length > this.#window) {
-      // Not `this.#byId?.delete(this.#order.shift()…)`: optional chaining would skip the shift.
-      const oldest = this.#order.shift()!;
-      this.#byId?.delete(oldest.command_id);
-    }
     if (!this.#byId && this.#order.length > INDEX_FROM) {
       this.#byId = new Map(this.#order.map((a) => [a.command_id, a]));
     }
