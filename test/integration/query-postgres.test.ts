@@ -106,7 +106,11 @@ it("projects from one replica at a time, forwards watches to it, and hands over 
   for (let i = 0; i < 6; i++) {
     const deliverTo = `tenant.${t}.watch.pg.${randomUUID()}`;
     const list: WatchNotification[] = [];
-    nc.subscribe(deliverTo, { callback: (_e, m) => list.push(m.json<WatchNotification>()) });
+    nc.subscribe(deliverTo, {
+      callback: (_e, m) => {
+        list.push(m.json<WatchNotification>());
+      },
+    });
     await nc.flush();
     const r = await request(
       nc,
@@ -153,7 +157,7 @@ it("projects from one replica at a time, forwards watches to it, and hands over 
   h.set("x-tenant-id", t);
   const w = await request(nc, WATCH, { filter: "balance > 100" }, { "x-tenant-id": t });
   expect(w.body["items"]).toEqual([expect.objectContaining({ aggregate_id: rich.id })]);
-  await nc.request(w.body["cancel_subject"] as string, "", { headers: h });
+  await nc.request(w.body["cancel_subject"] as string, "", { headers: h, timeout: 2_000 });
 
   // A single projector on an empty database builds the same model from the stream.
   const fresh = await createTestDatabase();

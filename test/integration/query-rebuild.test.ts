@@ -107,7 +107,9 @@ it("rebuilds when the stream is deleted and created again, and ends the watches 
   expect(await ids(old.at(-1)!.seq)).toEqual(old.map((o) => o.id).sort());
   const notes: WatchNotification[] = [];
   nc.subscribe("tenant.t.watch.rebuild", {
-    callback: (_e, m) => notes.push(m.json<WatchNotification>()),
+    callback: (_e, m) => {
+      notes.push(m.json<WatchNotification>());
+    },
   });
   await nc.flush();
   const w = await request(

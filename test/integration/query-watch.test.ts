@@ -63,7 +63,9 @@ async function watch(tenant: string, filter: string, opts: { renew?: boolean; de
   const deliverTo = opts.deliverTo ?? `tenant.${tenant}.watch.test.${randomUUID()}`;
   const notes: WatchNotification[] = [];
   const sub: Subscription = nc.subscribe(deliverTo, {
-    callback: (_err, m) => notes.push(m.json<WatchNotification>()),
+    callback: (_err, m) => {
+      notes.push(m.json<WatchNotification>());
+    },
   });
   await nc.flush();
   const reply = await request(nc, WATCH, { filter, deliver_to: deliverTo }, { "x-tenant-id": tenant });
@@ -330,7 +332,10 @@ describe("aggregate.<type>.watch", () => {
       cursor = page.body["next_cursor"] as string | null;
     }
     expect(seen).toEqual([...ids].sort());
-    await nc.request(first.body["cancel_subject"] as string, "", { headers: tenantHeader(t) });
+    await nc.request(first.body["cancel_subject"] as string, "", {
+      headers: tenantHeader(t),
+      timeout: 2_000,
+    });
   });
 });
 
