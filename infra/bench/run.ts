@@ -5,7 +5,7 @@
  *
  *   npm run bench                       full run (about 4–5 minutes)
  *   npm run bench -- --quick            smoke run (under a minute), smaller data sets
- *   npm run bench -- --only=throughput,sequential,cold,sandbox,memory
+ *   npm run bench -- --only=throughput,sequential,cold,sandbox,memory,query
  *   npm run bench -- --loadgens=2 --profile --reps=5 --log-level=info
  *
  * A missed target is reported, not fatal: the exit code is non-zero only when the harness breaks.
@@ -34,6 +34,7 @@ import {
 } from "./lib/children.ts";
 import type { DurationRun, ListRun, RunResult, WorkItem } from "./lib/protocol.ts";
 import { check, fmt, range, table, type TargetCheck } from "./lib/report.ts";
+import { benchQuery, type QueryBenchResult } from "./lib/query-bench.ts";
 import { benchSandbox, type SandboxResult } from "./lib/sandbox-bench.ts";
 import { seed, shuffle, type SeedResult } from "./lib/seed.ts";
 import { countRoundTrips, type RoundTrips } from "./lib/round-trips.ts";
@@ -43,7 +44,7 @@ import { topFunctions, type TopEntry } from "./profile-top.ts";
 const SUBMIT = "aggregate.bank-account.submit";
 const BASELINE_SUBJECT = "bench.baseline.bank-account.submit";
 const RESULTS = path.join(import.meta.dirname, "results");
-const SCENARIOS = ["throughput", "sequential", "cold", "sandbox", "memory"] as const;
+const SCENARIOS = ["throughput", "sequential", "cold", "sandbox", "memory", "query"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Preset {
@@ -65,6 +66,10 @@ interface Preset {
   readonly sandboxMs: number;
   readonly memoryAggregates: number;
   readonly memoryCaches: readonly number[];
+  /** Read model rows of the query scenario, page queries timed, command load for the lag. */
+  readonly queryRows: number;
+  readonly queryPages: number;
+  readonly queryLoadMs: number;
 }
 
 const PRESETS: Record<"full" | "quick", Preset> = {
@@ -86,6 +91,9 @@ const PRESETS: Record<"full" | "quick", Preset> = {
     sandboxMs: 700,
     memoryAggregates: 100_000,
     memoryCaches: [100_000, 20_000],
+    queryRows: 100_000,
+    queryPages: 1_000,
+    queryLoadMs: 3_000,
   },
   quick: {
     reps: 3,
@@ -106,6 +114,10 @@ const PRESETS: Record<"full" | "quick", Preset> = {
     // Only the bound is checked in a quick run (RSS needs the full 100k).
     memoryAggregates: 3_000,
     memoryCaches: [1_000],
+    // The 100k rows take about 2 s to write: the quick run keeps them, with fewer queries.
+    queryRows: 100_000,
+    queryPages: 300,
+    queryLoadMs: 1_500,
   },
 };
 
@@ -137,7 +149,7 @@ const { values: opts } = parseArgs({
 });
 if (opts.help) {
   log(
-    "usage: npm run bench -- [--quick] [--only=throughput,sequential,cold,sandbox,memory] [--loadgens=N]\n" +
+    "usage: npm run bench -- [--quick] [--only=throughput,sequential,cold,sandbox,memory,query] [--loadgens=N]\n" +
       "                        [--reps=N] [--profile] [--source] [--log-level=warn] [--nats-server=PATH]",
   );
   process.exit(0);
@@ -235,6 +247,7 @@ interface Results {
     cold?: ColdResult;
     sandbox?: SandboxResult;
     memory?: MemoryRun[];
+    query?: QueryBenchResult;
     profile?: { file: string; top: TopEntry[] };
     /** NATS requests per warm command (sequential), by side. */
     roundTrips?: Record<string, RoundTrips>;
@@ -740,6 +753,38 @@ async function settledRss(service: ServiceHandle): Promise<number> {
   return last;
 }
 
+/** The read model: a page over 100k rows, projection lag under load, projector throughput. */
+async function query(ctx: Ctx): Promise<void> {
+  const { nats, pool, results } = ctx;
+  log(`· query: ${preset.queryRows} rows, ${preset.queryPages} pages, ${preset.queryLoadMs} ms of load`);
+  results.scenarios.query = await benchQuery({
+    natsUrl: nats.url,
+    ...serviceRun,
+    rows: preset.queryRows,
+    queries: preset.queryPages,
+    inFlight: preset.inFlight,
+    loadMs: preset.queryLoadMs,
+    log,
+    load: async (tenant, aggregates, ms) => {
+      // CPU is not reported here: the pids only satisfy durationRun.
+      const run = await durationRun(
+        pool,
+        { responder: nats.pid, nats: nats.pid },
+        SUBMIT,
+        tenant,
+        aggregates,
+        preset.inFlight,
+        300,
+        ms,
+      );
+      return {
+        ok: run.results.reduce((n, r) => n + r.ok, 0),
+        ms: Math.max(...run.results.map((r) => r.elapsedMs)),
+      };
+    },
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Targets and the table
 
@@ -832,6 +877,45 @@ function evaluate(results: Results): TargetCheck[] {
         ),
       );
     }
+  }
+  if (s.query) {
+    const q = s.query;
+    out.push(
+      check(
+        `query page p50, ${q.rows} rows (SQLite)`,
+        q.pageStoreMs.p50,
+        { op: "≤", limit: 5 },
+        "ms",
+        `store call; through NATS p50 ${fmt(q.pageEndpointMs.p50, 3)} ms`,
+      ),
+    );
+    out.push(
+      check(
+        "projection lag p99 under load",
+        q.lagMs.p99,
+        { op: "≤", limit: 250 },
+        "ms",
+        `commit → watch notification, ${q.lagMs.samples} commits at ${fmt(q.commandsPerSec, 0)} cmd/s`,
+      ),
+    );
+    out.push(
+      check(
+        "projector / command throughput",
+        q.projectorCommitsPerSec / q.commandsPerSec,
+        { op: "≥", limit: 1 },
+        "×",
+        `${fmt(q.projectorCommitsPerSec, 0)} commits/s (1 event each) / ${fmt(q.commandsPerSec, 0)} cmd/s`,
+      ),
+    );
+    out.push(
+      check(
+        "commits without a watch notification",
+        q.lagMs.missing,
+        { op: "=", limit: 0 },
+        "",
+        `${q.lagMs.samples} notified`,
+      ),
+    );
   }
   if (s.sandbox) {
     const f = s.sandbox.failures.count + (s.sandbox.pool?.failures.count ?? 0);
@@ -956,6 +1040,33 @@ function render(results: Results): string {
       `${m.cached ?? "?"} cached; ${memoryNote(m)}`,
     ]);
   }
+  if (s.query) {
+    const q = s.query;
+    rows.push([
+      `query page, ${q.rows} rows, store (ms)`,
+      fmt(q.pageStoreMs.p50, 3),
+      "",
+      `p99 ${fmt(q.pageStoreMs.p99, 3)} ms; rows written through the store API in ${fmt(q.seedMs / 1000)} s`,
+    ]);
+    rows.push([
+      "query page through NATS (ms)",
+      fmt(q.pageEndpointMs.p50, 3),
+      "",
+      `p99 ${fmt(q.pageEndpointMs.p99, 3)} ms`,
+    ]);
+    rows.push([
+      "projection lag p99 (ms)",
+      fmt(q.lagMs.p99, 1),
+      "",
+      `p50 ${fmt(q.lagMs.p50, 1)} ms, max ${fmt(q.lagMs.max, 1)} ms; ${fmt(q.commandsPerSec, 0)} cmd/s`,
+    ]);
+    rows.push([
+      "fresh projector (commits/s)",
+      fmt(q.projectorCommitsPerSec, 0),
+      "",
+      `${q.projectorCommits} commits caught up`,
+    ]);
+  }
   const measured = table(["measurement", "median", "min–max", "notes"], rows);
   const targets = table(
     ["target", "measured", "goal", "result", "from"],
@@ -1028,7 +1139,11 @@ async function main(): Promise<void> {
   }
 
   const needsNats =
-    only.has("throughput") || only.has("sequential") || only.has("cold") || only.has("memory");
+    only.has("throughput") ||
+    only.has("sequential") ||
+    only.has("cold") ||
+    only.has("memory") ||
+    only.has("query");
   if (needsNats) {
     if (!opts.source) {
       log("· building the service (dist/), as the container runs it; --source runs the TypeScript under tsx");
@@ -1054,6 +1169,7 @@ async function main(): Promise<void> {
       }
       if (only.has("cold")) await cold(ctx);
       if (only.has("memory")) await memory(ctx);
+      if (only.has("query")) await query(ctx);
     } finally {
       await pool?.close();
       await nats.stop();

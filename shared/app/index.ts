@@ -248,7 +248,7 @@ export async function startApp({
     // and the `aggregate.<type>.query` endpoints (joining the types' services).
     if (config.query) {
       const store = config.queryUrl
-        ? await openPgStore({ url: config.queryUrl })
+        ? await openPgStore({ url: config.queryUrl, log: log.child({ component: "query" }) })
         : openSqliteStore({ file: path.join(config.storagePath, "read-model.sqlite") });
       cleanups.push(() => store.close());
       const query = await startQueryService({
@@ -274,6 +274,7 @@ export async function startApp({
         cursorSecret:
           config.queryCursorSecret === undefined ? undefined : Buffer.from(config.queryCursorSecret),
         maxWaitMs: config.queryWaitMs,
+        watch: { ttlMs: config.watchTtlMs, maxPerTenant: config.watchMaxPerTenant },
       });
       cleanups.push(() => query.stop());
       registerQueryMetrics(metrics.registry, () => query.status());

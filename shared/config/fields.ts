@@ -189,6 +189,17 @@ export const CONFIG_ENV_VARS = {
     yaml: "query_wait_ms",
     description: "the longest a query waits for its min_stream_seq before 503, 0..60000 ms (default 5000)",
   },
+  watchTtlMs: {
+    env: "AGGREGATE_WATCH_TTL_MS",
+    yaml: "watch_ttl_ms",
+    description:
+      "how long a watch lives without a renewal, 1000..3600000 ms (default 30000); abandoned watches are removed",
+  },
+  watchMaxPerTenant: {
+    env: "AGGREGATE_WATCH_MAX_PER_TENANT",
+    yaml: "watch_max_per_tenant",
+    description: "watches one tenant may hold per aggregate type on one replica, 1..100000 (default 100)",
+  },
   metricsTenantLabels: {
     env: "AGGREGATE_METRICS_TENANT_LABELS",
     yaml: "metrics_tenant_labels",
@@ -249,6 +260,8 @@ export const FIELD_KINDS = {
   queryUrl: "optional",
   queryCursorSecret: "optional",
   queryWaitMs: "int",
+  watchTtlMs: "int",
+  watchMaxPerTenant: "int",
   metricsTenantLabels: "bool",
 } as const satisfies Record<ConfigField, FieldKind>;
 

@@ -197,6 +197,10 @@ export const Config = v.pipe(
     ),
     /** `AGGREGATE_QUERY_WAIT_MS`: the longest a query waits for its `min_stream_seq` before 503; 0..60000 ms, default 5000. */
     queryWaitMs: v.optional(integer(0, 60_000), 5000),
+    /** `AGGREGATE_WATCH_TTL_MS`: how long a watch lives without a renewal (then it is removed and told `end`/`expired`); 1000..3600000 ms, default 30000. */
+    watchTtlMs: v.optional(integer(1_000, 3_600_000), 30_000),
+    /** `AGGREGATE_WATCH_MAX_PER_TENANT`: watches one tenant may hold per aggregate type on one replica (more: 503); 1..100000, default 100. */
+    watchMaxPerTenant: v.optional(integer(1, 100_000), 100),
     /** `AGGREGATE_METRICS_TENANT_LABELS`: label command metrics by tenant; turn off with very many tenants; default true. */
     metricsTenantLabels: v.optional(v.boolean("must be true or false"), true),
   }),

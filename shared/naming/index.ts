@@ -69,6 +69,46 @@ export function serviceName(type: AggregateType): string {
 }
 
 /** Endpoint subjects of an aggregate type's service. */
-export function endpointSubject(type: AggregateType, verb: "submit" | "get" | "query"): string {
+export function endpointSubject(type: AggregateType, verb: "submit" | "get" | "query" | "watch"): string {
   return `aggregate.${type}.${verb}`;
+}
+
+/**
+ * Where a tenant's watch notifications go: every delivery subject starts with this prefix, which
+ * lies inside `tenant.<token>.>` (what a tenant's reader may subscribe to, so NATS enforces the
+ * isolation) and outside the events stream's `tenant.*.aggregate.*.*`.
+ */
+export function watchPrefix(tenant: TenantId): string {
+  return `tenant.${tenantToken(tenant)}.watch.`;
+}
+
+/** The default delivery subject of a watch: `tenant.<token>.watch.<type>.<subscription id>`. */
+export function watchSubject(tenant: TenantId, type: AggregateType, subscriptionId: string): string {
+  return `${watchPrefix(tenant)}${type}.${subscriptionId}`;
+}
+
+/** Verbs a client sends to one watch it holds. */
+export const WatchVerb = { Renew: "renew", Cancel: "cancel" } as const;
+export type WatchVerb = (typeof WatchVerb)[keyof typeof WatchVerb];
+
+/**
+ * The control subject of one watch, `aggregate.<type>.watch.<subscription id>.<verb>`: only the
+ * replica holding the watch subscribes, so a watch that is gone answers "no responders".
+ */
+export function watchControlSubject(type: AggregateType, subscriptionId: string, verb: WatchVerb): string {
+  return `aggregate.${type}.watch.${subscriptionId}.${verb}`;
+}
+
+/** Subscription covering every control subject of one watch. */
+export function watchControlSubjects(type: AggregateType, subscriptionId: string): string {
+  return `aggregate.${type}.watch.${subscriptionId}.*`;
+}
+
+/**
+ * Where a replica that does not project a type (PostgreSQL: another replica holds the projector
+ * lock) forwards a watch request: only the projecting replica subscribes, since only it sees the
+ * changes.
+ */
+export function watchForwardSubject(type: AggregateType): string {
+  return `aggregate.${type}.watch.projector`;
 }

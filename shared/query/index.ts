@@ -14,12 +14,31 @@ export {
 } from "./sql.ts";
 export type { PageRow, ReadModelRow, ReadModelStore } from "./store.ts";
 export { openSqliteStore, type SqliteStoreOptions } from "./sqlite-store.ts";
-export { openPgStore, type PgStoreOptions } from "./pg-store.ts";
-export { startProjector, type Projector, type ProjectorOptions, type ProjectorStatus } from "./projector.ts";
+export { jsonbSafe, openPgStore, type PgStoreOptions } from "./pg-store.ts";
+export {
+  ProjectionBreak,
+  startProjector,
+  type ProjectedChange,
+  type ProjectionListener,
+  type Projector,
+  type ProjectorOptions,
+  type ProjectorStatus,
+} from "./projector.ts";
+export {
+  ChangeKind,
+  createWatchHub,
+  EndReason,
+  type Watch,
+  type WatchHub,
+  type WatchHubOptions,
+  type WatchNotification,
+} from "./watch-hub.ts";
 export {
   MAX_PAGE,
   QueryRequest,
   startQueryService,
+  WatchRequest,
+  type WatchReply,
   type QueryItem,
   type QueryReply,
   type QueryService,

@@ -4,7 +4,8 @@
  */
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { buildSelect, fieldExpression } from "./sql.ts";
+import type { Logger } from "../aggregate/index.ts";
+import { buildCount, buildSelect, fieldExpression, type QueryPlan } from "./sql.ts";
 import { indexName } from "./index-name.ts";
 import { rowKey, type CurrentRow, type PageRow, type ReadModelStore } from "./store.ts";
 
@@ -13,12 +14,42 @@ export interface PgStoreOptions {
   readonly url: string;
   /** Pool size; default 10. */
   readonly poolSize?: number;
+  /** Told about states that had to be altered to fit JSONB (U+0000). */
+  readonly log?: Logger;
 }
 
 /** Serialises schema changes between replicas starting at the same time. */
 const SCHEMA_LOCK = "aggregate-query-schema";
 
-export async function openPgStore({ url, poolSize = 10 }: PgStoreOptions): Promise<ReadModelStore> {
+/**
+ * JSONB cannot hold U+0000 in a string or a key (PostgreSQL refuses the whole row), but JSON and
+ * the SQLite store can. Refusing the row would stop the projection for good (the same commit fails
+ * on every retry), so the character is replaced by U+FFFD, the Unicode replacement character, and
+ * the row is stored; everything else in the state stays exact. Returns the text unchanged (the
+ * fast path) when it has no `\u0000` escape.
+ */
+export function jsonbSafe(state: string): { text: string; replaced: boolean } {
+  if (!state.includes("\\u0000")) return { text: state, replaced: false };
+  let replaced = false;
+  const fix = (text: string): string => {
+    if (!text.includes("\u0000")) return text;
+    replaced = true;
+    return text.replaceAll("\u0000", "\ufffd");
+  };
+  const clean = (value: unknown): unknown => {
+    if (typeof value === "string") return fix(value);
+    if (Array.isArray(value)) return value.map(clean);
+    if (value !== null && typeof value === "object") {
+      return Object.fromEntries(Object.entries(value).map(([k, x]) => [fix(k), clean(x)]));
+    }
+    return value;
+  };
+  const cleaned = clean(JSON.parse(state));
+  // The escape may also have been an escaped backslash followed by "u0000": nothing to replace.
+  return replaced ? { text: JSON.stringify(cleaned), replaced } : { text: state, replaced };
+}
+
+export async function openPgStore({ url, poolSize = 10, log }: PgStoreOptions): Promise<ReadModelStore> {
   const pool = new pg.Pool({ connectionString: url, max: poolSize });
   // An idle client's error (server restart) must not crash the process; the next query reports it.
   pool.on("error", () => undefined);
@@ -102,7 +133,16 @@ export async function openPgStore({ url, poolSize = 10 }: PgStoreOptions): Promi
               rows.map((r) => r.id),
               rows.map((r) => r.version),
               rows.map((r) => r.stream_seq),
-              rows.map((r) => r.state),
+              rows.map((r) => {
+                const safe = jsonbSafe(r.state);
+                if (safe.replaced) {
+                  log?.warn(
+                    { aggregate_type: type, tenant_id: r.tenant, aggregate_id: r.id, version: r.version },
+                    "state holds U+0000, which JSONB cannot store; stored with U+FFFD in its place",
+                  );
+                }
+                return safe.text;
+              }),
             ],
           );
         }
@@ -114,19 +154,49 @@ export async function openPgStore({ url, poolSize = 10 }: PgStoreOptions): Promi
       });
     },
     async query(plan, fields) {
-      const { sql, params } = buildSelect("postgres", plan, fields);
-      const r = await pool.query<Record<string, unknown>>(sql, params);
-      return r.rows.map((row): PageRow => {
-        const keys: Array<number | string | null> = [];
-        for (let i = 0; i < plan.sort.length; i++)
-          keys.push((row[`s${i}`] as number | string | null) ?? null);
-        return { id: row["id"] as string, version: row["version"] as number, state: row["state"], keys };
-      });
+      return page(pool, plan, fields);
+    },
+    async snapshot(plan, fields) {
+      const client = await pool.connect();
+      try {
+        // One snapshot for both statements: the page holds exactly the commits up to the checkpoint.
+        await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        const r = await client.query<{ stream_seq: string }>(
+          "SELECT stream_seq FROM checkpoints WHERE type = $1",
+          [plan.type],
+        );
+        const rows = await page(client, plan, fields);
+        await client.query("COMMIT");
+        return { rows, checkpoint: Number(r.rows[0]?.stream_seq ?? 0) };
+      } catch (err) {
+        await client.query("ROLLBACK").catch(() => undefined);
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+    async count(plan, fields) {
+      const { sql, params } = buildCount("postgres", plan, fields);
+      const r = await pool.query<{ n: string }>(sql, params);
+      return Number(r.rows[0]?.n ?? 0);
+    },
+    async streamIdentity(type) {
+      const r = await pool.query<{ value: string }>("SELECT value FROM meta WHERE key = $1", [
+        identityKey(type),
+      ]);
+      return r.rows[0]?.value;
+    },
+    async setStreamIdentity(type, identity) {
+      await pool.query(
+        "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [identityKey(type), identity],
+      );
     },
     async reset(type) {
       await inTransaction(async (c) => {
         await c.query("DELETE FROM aggregates WHERE type = $1", [type]);
         await c.query("DELETE FROM checkpoints WHERE type = $1", [type]);
+        await c.query("DELETE FROM meta WHERE key = $1", [identityKey(type)]);
       });
     },
     async tryLockProjector(type) {
@@ -165,4 +235,20 @@ export async function openPgStore({ url, poolSize = 10 }: PgStoreOptions): Promi
       await pool.end();
     },
   };
+}
+
+const identityKey = (type: string) => `stream_identity:${type}`;
+
+async function page(
+  client: pg.Pool | pg.PoolClient,
+  plan: QueryPlan,
+  fields: Parameters<ReadModelStore["query"]>[1],
+): Promise<PageRow[]> {
+  const { sql, params } = buildSelect("postgres", plan, fields);
+  const r = await client.query<Record<string, unknown>>(sql, params);
+  return r.rows.map((row): PageRow => {
+    const keys: Array<number | string | null> = [];
+    for (let i = 0; i < plan.sort.length; i++) keys.push((row[`s${i}`] as number | string | null) ?? null);
+    return { id: row["id"] as string, version: row["version"] as number, state: row["state"], keys };
+  });
 }

@@ -4,6 +4,14 @@
  * with the type's apply program (one sandbox call per commit) and written, rows and checkpoint,
  * in one transaction. A row is only replaced by a newer version, so redelivery is a no-op, and
  * deleting the read model rebuilds it from the stream.
+ *
+ * The checkpoint is a position in one stream: the store also records the stream's identity (its
+ * creation time), and a stream that was deleted and created again (another identity, or a last
+ * sequence below the checkpoint) makes the projector rebuild the type instead of waiting, forever,
+ * for sequences the new stream has not reached.
+ *
+ * After each transaction the projector tells its listener (the watches) every commit it folded,
+ * with the state before and after, in stream order.
  */
 import type { JetStreamClient, JetStreamManager, JsMsg, MsgRequest } from "@nats-io/jetstream";
 import type { Logger } from "../aggregate/index.ts";
@@ -26,6 +34,44 @@ export interface ProjectorOptions {
   readonly batchSize?: number;
   /** How often a replica without the projector lock (PostgreSQL) retries it; default 2000 ms. */
   readonly lockRetryMs?: number;
+  /** How often a running projector checks that the stream is still the one it projects; default 5000 ms. */
+  readonly identityCheckMs?: number;
+  /** Told about every commit folded, and about breaks in the sequence of commits it is told. */
+  readonly listener?: ProjectionListener;
+}
+
+/** One commit folded into the read model. */
+export interface ProjectedChange {
+  readonly tenant: string;
+  readonly id: string;
+  /** The aggregate's version after the commit. */
+  readonly version: number;
+  readonly stream_seq: number;
+  /** JSON text of the state before the commit; undefined when the aggregate was not in the read model. */
+  readonly before: string | undefined;
+  /** JSON text of the state after the commit. */
+  readonly after: string;
+}
+
+/** Why the changes a listener was told stop being a complete account of the read model. */
+export const ProjectionBreak = {
+  /** The stream was recreated: the type is being rebuilt from the beginning. */
+  Rebuild: "rebuild",
+  /** Another replica projects the type now (PostgreSQL): its commits are not told here. */
+  Moved: "moved",
+} as const;
+export type ProjectionBreak = (typeof ProjectionBreak)[keyof typeof ProjectionBreak];
+
+export interface ProjectionListener {
+  /**
+   * Commits just written (rows and checkpoint committed), in stream order. Called synchronously
+   * after the transaction; it must not throw and must not block.
+   */
+  changes(changes: readonly ProjectedChange[]): void;
+  /** The changes told so far no longer continue into the next ones. */
+  interrupted(reason: ProjectionBreak): void;
+  /** This process took (true) or lost (false) the right to project the type. */
+  holding?(holding: boolean): void;
 }
 
 /** How far the projection is behind the stream. */
@@ -63,6 +109,8 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
   let stopped = false;
   let release: (() => Promise<void>) | undefined;
   let messages: { stop(): void } | undefined;
+  let holding = false;
+  const listener = options.listener;
   const waiters = new Set<() => void>();
   const wake = () => {
     for (const w of waiters) w();
@@ -97,34 +145,119 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
       ...new Map(decoded.map((d) => [rowKey(d.tenant, d.id), { tenant: d.tenant, id: d.id }])).values(),
     ]);
     const rows = new Map<string, ReadModelRow>();
+    // Different aggregates fold concurrently (commits of one aggregate in order): the sandbox pool
+    // then pipelines the calls instead of paying one thread hop after another, which under command
+    // load (the same pool runs every decide) let the projection fall seconds behind.
+    const byAggregate = new Map<string, typeof decoded>();
     for (const d of decoded) {
       const key = rowKey(d.tenant, d.id);
-      const before: CurrentRow = rows.get(key) ??
-        current.get(key) ?? { version: 0, state: options.initialState };
-      if (before.version >= d.version) continue; // redelivered or already projected
-      if (before.version !== d.version - d.events.length) {
-        log.warn(
-          { tenant_id: d.tenant, aggregate_id: d.id, stored_version: before.version, version: d.version },
-          "commit does not follow the projected version",
-        );
-      }
-      try {
-        const state = await program.applyAll(before.state, d.events);
-        rows.set(key, { tenant: d.tenant, id: d.id, version: d.version, stream_seq: d.seq, state });
-      } catch (err) {
-        // One broken aggregate must not stop the projection of every other one.
-        log.error(
-          { err, tenant_id: d.tenant, aggregate_id: d.id, stream_seq: d.seq },
-          "apply failed; commit skipped",
-        );
-      }
+      const list = byAggregate.get(key);
+      if (list) list.push(d);
+      else byAggregate.set(key, [d]);
     }
+    const changes: ProjectedChange[] = [];
+    await Promise.all(
+      [...byAggregate].map(async ([key, commits]) => {
+        let known: CurrentRow | undefined = current.get(key);
+        for (const d of commits) {
+          const before: CurrentRow = known ?? { version: 0, state: options.initialState };
+          if (before.version >= d.version) continue; // redelivered or already projected
+          if (before.version !== d.version - d.events.length) {
+            log.warn(
+              { tenant_id: d.tenant, aggregate_id: d.id, stored_version: before.version, version: d.version },
+              "commit does not follow the projected version",
+            );
+          }
+          try {
+            const state = await program.applyAll(before.state, d.events);
+            rows.set(key, { tenant: d.tenant, id: d.id, version: d.version, stream_seq: d.seq, state });
+            changes.push({
+              tenant: d.tenant,
+              id: d.id,
+              version: d.version,
+              stream_seq: d.seq,
+              before: known?.state,
+              after: state,
+            });
+            known = { version: d.version, state };
+          } catch (err) {
+            // One broken aggregate must not stop the projection of every other one.
+            log.error(
+              { err, tenant_id: d.tenant, aggregate_id: d.id, stream_seq: d.seq },
+              "apply failed; commit skipped",
+            );
+          }
+        }
+      }),
+    );
+    // Listeners are told in stream order, whatever order the folds finished in.
+    changes.sort((a, b) => a.stream_seq - b.stream_seq);
     const last = batch.at(-1)!;
     await store.commit(type, [...rows.values()], last.seq);
     checkpoint = last.seq;
     pending = last.info.pending;
     lagMs = Math.max(0, Date.now() - last.info.timestampNanos / 1_000_000);
+    if (changes.length > 0 && listener) {
+      try {
+        listener.changes(changes);
+      } catch (err) {
+        log.error({ err, aggregate_type: type }, "projection listener failed");
+      }
+    }
     wake();
+  }
+
+  /**
+   * Rebuilds the type when the stream is not the one the checkpoint belongs to: created again
+   * (another creation time), or shorter than the checkpoint (which a stream that is only ever
+   * appended to cannot be).
+   */
+  async function checkIdentity(): Promise<void> {
+    const info = await jsm.streams.info(stream);
+    const identity = info.created;
+    const recorded = await store.streamIdentity(type);
+    const stored = await store.checkpoint(type);
+    if ((recorded !== undefined && recorded !== identity) || stored > info.state.last_seq) {
+      log.warn(
+        {
+          aggregate_type: type,
+          checkpoint: stored,
+          last_seq: info.state.last_seq,
+          recorded_stream: recorded,
+          stream_created: identity,
+        },
+        "the stream is not the one the read model was projected from; rebuilding the type",
+      );
+      await store.reset(type);
+      checkpoint = 0;
+      listener?.interrupted(ProjectionBreak.Rebuild);
+    }
+    if (recorded !== identity || stored > info.state.last_seq) await store.setStreamIdentity(type, identity);
+  }
+
+  /** While projecting: stops the consumer when the stream is replaced, so run() rebuilds. */
+  function watchIdentity(): () => void {
+    const every = options.identityCheckMs ?? 5_000;
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      void (async () => {
+        try {
+          const info = await jsm.streams.info(stream);
+          const recorded = await store.streamIdentity(type);
+          if (recorded !== info.created || info.state.last_seq < checkpoint) messages?.stop();
+        } catch (err) {
+          // A missing stream (deleted, not yet created again) is checked again next time.
+          log.warn({ err, aggregate_type: type }, "stream identity check failed");
+          messages?.stop();
+        } finally {
+          busy = false;
+        }
+      })();
+    }, every);
+    timer.unref();
+    return () => clearInterval(timer);
   }
 
   async function project(): Promise<void> {
@@ -136,22 +269,49 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
     messages = iter;
     // stop() may have run while the consumer was being set up: it could not stop this one then.
     if (stopped) iter.stop();
-    let batch: JsMsg[] = [];
+    // Receiving and folding run side by side: commits that arrive while a fold runs are folded
+    // together in the next one. Folding each commit alone as it arrived (at the stream's tail
+    // `info.pending` is 0 for every commit) made every commit wait its own turn in the sandbox
+    // queue behind the decides of the command load; under 64 commands in flight the projection
+    // fell seconds behind.
+    const batch: JsMsg[] = [];
+    let folding: Promise<void> | undefined;
+    let failure: { err: unknown } | undefined;
+    const kick = () => {
+      if (folding) return;
+      folding = (async () => {
+        try {
+          while (batch.length > 0 && !failure) await fold(batch.splice(0, batchSize));
+        } catch (err) {
+          failure = { err };
+          iter.stop();
+        } finally {
+          // Synchronously after the last check of `batch`: a commit received later kicks anew.
+          folding = undefined;
+        }
+      })();
+    };
     for await (const m of iter) {
       batch.push(m);
-      if (m.info.pending === 0 || batch.length >= batchSize) {
-        const current = batch;
-        batch = [];
-        await fold(current);
-      }
+      if (m.info.pending === 0 || batch.length >= batchSize) kick();
+      // Bounded memory: wait for the fold when the next batch is full already.
+      if (batch.length >= batchSize && folding) await folding;
     }
+    if (folding) await folding;
+    if (failure) throw failure.err;
   }
 
   async function run(): Promise<void> {
     while (!stopped) {
+      let unwatch: (() => void) | undefined;
       try {
         release = await store.tryLockProjector(type);
         if (!release) {
+          if (holding) {
+            holding = false;
+            listener?.interrupted(ProjectionBreak.Moved);
+            listener?.holding?.(false);
+          }
           // Another replica projects; follow its checkpoint in the shared store.
           checkpoint = await store.checkpoint(type);
           wake();
@@ -159,13 +319,24 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
           continue;
         }
         projecting = true;
-        checkpoint = await store.checkpoint(type);
+        const stored = await store.checkpoint(type);
+        // Someone else wrote since this process last did (PostgreSQL, between two locks): the
+        // commits in between were told to that replica's listener, not to ours.
+        if (holding && stored !== checkpoint) listener?.interrupted(ProjectionBreak.Moved);
+        checkpoint = stored;
+        await checkIdentity();
+        if (!holding) {
+          holding = true;
+          listener?.holding?.(true);
+        }
         log.info({ aggregate_type: type, checkpoint }, "projector started");
+        unwatch = watchIdentity();
         await project();
       } catch (err) {
         if (!stopped) log.error({ err, aggregate_type: type }, "projector failed; restarting");
         await new Promise((r) => setTimeout(r, 500));
       } finally {
+        unwatch?.();
         projecting = false;
         const r = release;
         release = undefined;
@@ -199,6 +370,10 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
       messages?.stop();
       wake();
       await running;
+      if (holding) {
+        holding = false;
+        listener?.holding?.(false);
+      }
     })();
     return stopping;
   };

@@ -298,6 +298,19 @@ export function buildSelect(
   return { sql, params: params.values };
 }
 
+/** The exact number of a filter's matches (tenant and type first, like every statement). */
+export function buildCount(
+  dialect: Dialect,
+  plan: Pick<QueryPlan, "tenant" | "type" | "filter">,
+  fields: QueryFields,
+): { sql: string; params: unknown[] } {
+  const params = new Params(dialect);
+  const where = [`tenant = ${params.add(plan.tenant)}`, `type = ${params.add(plan.type)}`];
+  const filter = compileSql(plan.filter, params, fields);
+  if (filter !== "1" && filter !== "TRUE") where.push(filter);
+  return { sql: `SELECT count(*) AS n FROM aggregates WHERE ${where.join(" AND ")}`, params: params.values };
+}
+
 /** NULL sorts lowest in both stores (SQLite's default; spelled out for PostgreSQL). */
 function direction(dialect: Dialect, descending: boolean): string {
   if (dialect === "sqlite") return descending ? "DESC" : "ASC";

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import { buildSelect, fieldExpression } from "./sql.ts";
+import { buildCount, buildSelect, fieldExpression, type QueryPlan } from "./sql.ts";
 import { rowKey, type CurrentRow, type PageRow, type ReadModelRow, type ReadModelStore } from "./store.ts";
 import { indexName } from "./index-name.ts";
 
@@ -44,6 +44,29 @@ export function openSqliteStore({ file }: SqliteStoreOptions): ReadModelStore {
     setCheckpoint.run(type, checkpoint);
   });
   const statements = new Map<string, Database.Statement<unknown[], Record<string, unknown>>>();
+  const prepared = (sql: string) => {
+    let stmt = statements.get(sql);
+    if (!stmt) {
+      stmt = db.prepare(sql);
+      // Statements differ only by the shape of the filter; keep the cache bounded.
+      if (statements.size > 500) statements.clear();
+      statements.set(sql, stmt);
+    }
+    return stmt;
+  };
+  const page = (plan: QueryPlan, fields: Parameters<ReadModelStore["query"]>[1]): PageRow[] => {
+    const { sql, params } = buildSelect("sqlite", plan, fields);
+    return prepared(sql)
+      .all(...params)
+      .map((r) => toPageRow(r, plan.sort.length));
+  };
+  const identityKey = (type: string) => `stream_identity:${type}`;
+  // A read transaction: the projector writes through this same connection, but only between
+  // awaits, so the page and the checkpoint are read at one point of the projection.
+  const snapshot = db.transaction((plan: QueryPlan, fields: Parameters<ReadModelStore["query"]>[1]) => ({
+    rows: page(plan, fields),
+    checkpoint: getCheckpoint.get(plan.type)?.stream_seq ?? 0,
+  }));
 
   return {
     dialect: "sqlite",
@@ -72,21 +95,33 @@ export function openSqliteStore({ file }: SqliteStoreOptions): ReadModelStore {
       return Promise.resolve();
     },
     query(plan, fields) {
-      const { sql, params } = buildSelect("sqlite", plan, fields);
-      let stmt = statements.get(sql);
-      if (!stmt) {
-        stmt = db.prepare(sql);
-        // Statements differ only by the shape of the filter; keep the cache bounded.
-        if (statements.size > 500) statements.clear();
-        statements.set(sql, stmt);
-      }
-      const rows = stmt.all(...params);
-      return Promise.resolve(rows.map((r) => toPageRow(r, plan.sort.length)));
+      return Promise.resolve(page(plan, fields));
+    },
+    snapshot(plan, fields) {
+      return Promise.resolve(snapshot(plan, fields));
+    },
+    count(plan, fields) {
+      const { sql, params } = buildCount("sqlite", plan, fields);
+      const row = prepared(sql).get(...params);
+      return Promise.resolve(Number(row?.["n"] ?? 0));
+    },
+    streamIdentity(type) {
+      const row = db
+        .prepare<[string], { value: string }>("SELECT value FROM meta WHERE key = ?")
+        .get(identityKey(type));
+      return Promise.resolve(row?.value);
+    },
+    setStreamIdentity(type, identity) {
+      db.prepare(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      ).run(identityKey(type), identity);
+      return Promise.resolve();
     },
     reset(type) {
       db.transaction(() => {
         db.prepare("DELETE FROM aggregates WHERE type = ?").run(type);
         db.prepare("DELETE FROM checkpoints WHERE type = ?").run(type);
+        db.prepare("DELETE FROM meta WHERE key = ?").run(identityKey(type));
       })();
       return Promise.resolve();
     },

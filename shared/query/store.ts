@@ -42,7 +42,20 @@ export interface ReadModelStore {
   commit(type: string, rows: readonly ReadModelRow[], checkpoint: number): Promise<void>;
   /** One page of a query. */
   query(plan: QueryPlan, fields: QueryFields): Promise<PageRow[]>;
-  /** Deletes a type's rows and checkpoint (for a rebuild). */
+  /**
+   * One page and the checkpoint it reflects, read in one transaction: the page holds exactly the
+   * commits of the type up to `checkpoint` (what a watch's handshake needs).
+   */
+  snapshot(plan: QueryPlan, fields: QueryFields): Promise<{ rows: PageRow[]; checkpoint: number }>;
+  /** The exact number of matches of a query's filter (the plan's sort, cursor and limit are ignored). */
+  count(plan: QueryPlan, fields: QueryFields): Promise<number>;
+  /**
+   * The identity of the stream the type was projected from (its creation time), or undefined
+   * when none is recorded: a checkpoint is a position in one stream and means nothing in another.
+   */
+  streamIdentity(type: string): Promise<string | undefined>;
+  setStreamIdentity(type: string, identity: string): Promise<void>;
+  /** Deletes a type's rows, checkpoint and stream identity (for a rebuild). */
   reset(type: string): Promise<void>;
   /**
    * Takes the right to project `type` (PostgreSQL: a session advisory lock, so one projector

@@ -52,6 +52,8 @@ beforeAll(async () => {
   app = await startTestApp(server.url, {
     AGGREGATE_NATS_USER: "worker",
     AGGREGATE_NATS_PASSWORD: PASSWORDS.NATS_WORKER_PASSWORD,
+    // The read model too: its projector and its watches must work within the worker's permissions.
+    AGGREGATE_QUERY: "true",
   });
 });
 
@@ -219,5 +221,44 @@ describe("a tenant reader", () => {
         { timeout: 1_000 },
       ),
     ).rejects.toSatisfy(isDenied);
+  });
+});
+
+describe("watches", () => {
+  it("deliver a tenant's notifications to its reader, started and renewed by the gateway; another reader cannot listen", async () => {
+    const reader = await as("reader-acme", PASSWORDS.NATS_READER_ACME_PASSWORD, "_INBOX_acme");
+    const notes = reader.subscribe("tenant.acme.watch.>");
+    await reader.flush();
+    const gateway = await as("gateway", PASSWORDS.NATS_GATEWAY_PASSWORD, "_INBOX_GATEWAY");
+    const watch = await request(
+      gateway,
+      "aggregate.bank-account.watch",
+      { filter: "balance >= 1000", deliver_to: "tenant.acme.watch.perm" },
+      { "x-tenant-id": "acme" },
+    );
+    expect(watch.status, JSON.stringify(watch.body)).toBeUndefined();
+    const rich = await submit(gateway, "acme", 1000);
+    const got = (await notes[Symbol.asyncIterator]().next()) as IteratorResult<Msg, undefined>;
+    expect(got.value?.subject).toBe("tenant.acme.watch.perm");
+    expect(got.value?.json()).toMatchObject({ type: "enter", aggregate_id: rich.body["aggregate_id"] });
+    for (const verb of ["renew", "cancel"]) {
+      const r = await request(gateway, watch.body[`${verb}_subject`] as string, "", {
+        "x-tenant-id": "acme",
+      });
+      expect(r.status, verb).toBeUndefined();
+    }
+
+    const globex = await as("reader-globex", PASSWORDS.NATS_READER_GLOBEX_PASSWORD, "_INBOX_globex");
+    const foreign = globex.subscribe("tenant.acme.watch.>");
+    const closed = foreign.closed.then(
+      (v) => v,
+      (err: unknown) => err,
+    );
+    await globex.flush();
+    expect(String(await closed)).toMatch(/permission/i);
+    // and a reader cannot start a watch itself (only the gateway speaks to the service)
+    await expect(globex.request("aggregate.bank-account.watch", "{}", { timeout: 1_000 })).rejects.toSatisfy(
+      isDenied,
+    );
   });
 });

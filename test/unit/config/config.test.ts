@@ -74,6 +74,8 @@ const DEFAULTS = {
   queryUrl: undefined,
   queryCursorSecret: undefined,
   queryWaitMs: 5000,
+  watchTtlMs: 30_000,
+  watchMaxPerTenant: 100,
   metricsTenantLabels: true,
 };
 
@@ -446,6 +448,8 @@ describe("CONFIG_ENV_VARS", () => {
     queryUrl: ["postgres://u@h/db", "postgres://u@h/db", "postgres://u@h/db"],
     queryCursorSecret: ["0123456789abcdef", "0123456789abcdef", "0123456789abcdef"],
     queryWaitMs: ["0", 0, 0],
+    watchTtlMs: ["1000", 1000, 1000],
+    watchMaxPerTenant: ["100000", 100000, 100000],
     metricsTenantLabels: ["false", false, false],
   };
   const fields = Object.keys(samples) as (keyof Config)[];
