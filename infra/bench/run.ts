@@ -1072,7 +1072,7 @@ function render(results: Results): string {
     ["target", "measured", "goal", "result", "from"],
     results.targets.map((t) => [
       t.name,
-      `${fmt(t.value, t.unit === "×" ? 3 : 0)}${t.unit === "×" ? "×" : ""}`,
+      `${fmt(t.value, t.unit === "×" ? 3 : t.unit === "ms" ? undefined : 0)}${t.unit === "×" ? "×" : ""}`,
       t.goal,
       t.verdict,
       t.detail,
