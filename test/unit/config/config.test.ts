@@ -75,6 +75,9 @@ const DEFAULTS = {
   queryCursorSecret: undefined,
   queryWaitMs: 5000,
   metricsTenantLabels: true,
+  pool: "default",
+  placementBucket: "TENANT_PLACEMENT",
+  placementFile: undefined,
 };
 
 describe("loadConfig", () => {
@@ -447,6 +450,9 @@ describe("CONFIG_ENV_VARS", () => {
     queryCursorSecret: ["0123456789abcdef", "0123456789abcdef", "0123456789abcdef"],
     queryWaitMs: ["0", 0, 0],
     metricsTenantLabels: ["false", false, false],
+    pool: ["big-1", "big-1", "big-1"],
+    placementBucket: ["P_1", "P_1", "P_1"],
+    placementFile: ["/p/placement.json", "/p/placement.json", "/p/placement.json"],
   };
   const fields = Object.keys(samples) as (keyof Config)[];
 
