@@ -179,15 +179,19 @@ export interface HandoverCheck {
   readonly tenant: string;
   /** The pool the tenant leaves. */
   readonly from: string;
+  /** The pool the tenant goes to. */
+  readonly to: string;
   readonly timeoutMs: number;
   /** How long each round waits for replies: replicas slower than this are not counted. */
   readonly replyWaitMs?: number;
 }
 
 /**
- * Step 2 of a move: asks every replica (`aggregate-admin.all.status`) until all of them have
- * applied `revision` and the replicas of the `from` pool have none of the tenant's commands in
- * flight. Resolves undefined when confirmed, or the last reason why not after `timeoutMs`.
+ * Step 2 of a move: asks every replica (`aggregate-admin.all.status`) until every replica of the
+ * two pools concerned has applied `revision` and the replicas of the `from` pool have none of the
+ * tenant's commands in flight. (Other pools answer the tenant under neither revision, so their
+ * view does not matter.) Resolves undefined when confirmed, or the last reason why not after
+ * `timeoutMs`.
  */
 export async function confirmHandover(nc: NatsConnection, check: HandoverCheck): Promise<string | undefined> {
   const deadline = Date.now() + check.timeoutMs;
@@ -200,8 +204,11 @@ export async function confirmHandover(nc: NatsConnection, check: HandoverCheck):
       { token: check.token, maxWaitMs: check.replyWaitMs ?? 500 },
     );
     const problems: string[] = [];
-    if (replies.length === 0) problems.push("no replica answered aggregate-admin.all.status");
-    for (const r of replies) {
+    const concerned = replies.filter((r) => r.body["pool"] === check.from || r.body["pool"] === check.to);
+    if (!replies.some((r) => r.body["pool"] === check.to)) {
+      problems.push(`no replica of pool ${check.to} answered aggregate-admin.all.status`);
+    }
+    for (const r of concerned) {
       const b = r.body as {
         pool?: string;
         host?: string;

@@ -198,6 +198,9 @@ export async function startPlacementSource(options: PlacementSourceOptions): Pro
     const previous = watcher;
     watcher = w;
     previous?.stop();
+    // Attached: a retry scheduled after a fallback has nothing left to do.
+    clearTimeout(retryTimer);
+    retryTimer = undefined;
   }
 
   function scheduleRetry(): void {

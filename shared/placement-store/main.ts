@@ -198,9 +198,9 @@ async function run(
         store,
         tenant,
         to,
-        confirm: async (revision, from) => {
+        confirm: async (revision, from, target) => {
           if (adminToken !== undefined) {
-            return confirmHandover(nc, { token: adminToken, revision, tenant, from, timeoutMs });
+            return confirmHandover(nc, { token: adminToken, revision, tenant, from, to: target, timeoutMs });
           }
           // Without the admin endpoints nothing can be asked: wait long enough for every replica
           // to apply the revision and for the source pool's commands in flight to finish.

@@ -27,7 +27,7 @@ export interface MoveOptions {
    * Waits until the `handover` revision is applied everywhere and the source pool has finished
    * the tenant's work in flight; resolves to an error message when it gives up.
    */
-  readonly confirm: (revision: number, from: PoolName) => Promise<string | undefined>;
+  readonly confirm: (revision: number, from: PoolName, to: PoolName) => Promise<string | undefined>;
 }
 
 export interface MoveResult {
@@ -78,7 +78,7 @@ export async function moveTenant(options: MoveOptions): Promise<MoveResult> {
     revision = await store.put(key, { pool: to, state: "handover", from, epoch }, current?.revision ?? 0);
     revisions.push(revision);
   }
-  const problem = await options.confirm(revision, from);
+  const problem = await options.confirm(revision, from, to);
   if (problem !== undefined) {
     throw new PlacementWriteError(
       `the handover of ${JSON.stringify(tenant)} to ${to} is written (revision ${revision}) but not confirmed: ${problem}; run the move again to finish it`,

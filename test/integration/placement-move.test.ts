@@ -125,12 +125,13 @@ it("moves a tenant a -> b under steady load: nothing lost, duplicated or applied
     store,
     tenant: TENANT,
     to: "b",
-    confirm: (revision, from) =>
+    confirm: (revision, from, to) =>
       confirmHandover(nc, {
         token: TOKEN,
         revision,
         tenant: TENANT,
         from,
+        to,
         timeoutMs: 10_000,
         replyWaitMs: 300,
       }),
