@@ -30,6 +30,8 @@ export interface StackOptions {
 }
 
 const NATS_MEMBERS = ["nats-1", "nats-2", "nats-3"] as const;
+/** Where the workers find the fallback placement table (this stack's pools.yaml, as a config). */
+const PLACEMENT_FALLBACK_PATH = "/etc/aggregate/placement.yaml";
 const NATS_PASSWORD_VARS = [
   "NATS_ADMIN_PASSWORD",
   "NATS_GATEWAY_PASSWORD",
@@ -106,12 +108,15 @@ export function generatePlatformStack(
         AGGREGATE_NATS_PASSWORD_FILE: "/run/secrets/nats_worker_password",
         AGGREGATE_ADMIN_TOKEN_FILE: "/run/secrets/aggregate_admin_token",
         AGGREGATE_POOL: pool,
+        // pools.yaml itself, read only when TENANT_PLACEMENT cannot be read at start
+        AGGREGATE_PLACEMENT_FILE: PLACEMENT_FALLBACK_PATH,
         AGGREGATE_STREAM_REPLICAS: "3",
         AGGREGATE_SHUTDOWN_TIMEOUT_MS: String(shutdownMs),
         AGGREGATE_METRICS_TENANT_LABELS: "false",
         ...def.env,
       },
       secrets: ["nats_worker_password", "aggregate_admin_token"],
+      configs: [{ source: "placement_fallback", target: PLACEMENT_FALLBACK_PATH }],
       networks: ["aggregate"],
       healthcheck: { test: HEALTHCHECK, interval: "10s", timeout: "3s", retries: 3, start_period: "20s" },
       // The drain (AGGREGATE_SHUTDOWN_TIMEOUT_MS) plus a margin for the NATS drain and exit.
@@ -148,6 +153,7 @@ export function generatePlatformStack(
     configs: {
       nats_cluster_conf: { file: "../../nats-config/cluster.conf" },
       nats_accounts_conf: { file: "../../nats-config/accounts.conf" },
+      placement_fallback: { file: "./pools.yaml" },
     },
     secrets: {
       nats_worker_password: { external: true },

@@ -29,9 +29,16 @@ import { createTenantGate, type TenantGate } from "../tenancy/index.ts";
 import { startNatsServer, type NatsServer } from "../nats-server/index.ts";
 import { compileProgramFile, createSandbox, type Sandbox } from "../sandbox/index.ts";
 import { formatFailure, runAllSpecs, specCounts } from "../specs/index.ts";
-import { startAggregateServices, type AggregateServices } from "../service/index.ts";
+import { startAggregateServices, type AggregateServices, type PoolRouting } from "../service/index.ts";
 import { pooledUuidv7 } from "./uuid.ts";
 import { createSnapshotStore, openSnapshotBucket } from "../snapshot-store/index.ts";
+import { AdminError, startAdminService } from "../admin/index.ts";
+import { answeringPool, decideOwnership } from "../placement/index.ts";
+import {
+  startPlacementSource,
+  type PlacementSource,
+  type PlacementStatus,
+} from "../placement-store/index.ts";
 
 export interface App extends AsyncDisposable {
   readonly natsUrl: string;
@@ -42,6 +49,10 @@ export interface App extends AsyncDisposable {
   readonly nc: NatsConnection;
   readonly metrics: Metrics;
   readonly gate: TenantGate;
+  /** The worker pool (`AGGREGATE_POOL`). */
+  readonly pool: string;
+  /** The live placement table (KV, watched). */
+  readonly placement: PlacementSource;
   /** Stops taking commands, finishes those in flight, drains NATS, stops what it started. Idempotent. */
   stop(): Promise<void>;
 }
@@ -75,9 +86,19 @@ export async function startApp({
       handler?: CommandHandler;
       query?: QueryService;
       storage?: ReturnType<typeof storageProbe>;
+      placement?: PlacementSource;
       types: string[];
     } = { types: [] };
     let live = config;
+    /** `POST /admin/reload` and `aggregate-admin.*.reload`: the settings that can change live, and the placement table. */
+    const reload = async () => {
+      const next = reloadConfig();
+      const report = diffConfig(live, next);
+      if (next.logLevel !== live.logLevel) log.level = next.logLevel;
+      live = next;
+      const placement = view.placement ? placementSummary(await view.placement.reload()) : undefined;
+      return { ...report, ...(placement ? { placement } : {}) };
+    };
     const ops: OpsServer = await startOpsServer(
       config.httpPort,
       {
@@ -117,13 +138,9 @@ export async function startApp({
           token: config.adminToken,
           gate,
           drainTimeoutMs: config.shutdownTimeoutMs,
-          reload: () => {
-            const next = reloadConfig();
-            const report = diffConfig(live, next);
-            if (next.logLevel !== live.logLevel) log.level = next.logLevel;
-            live = next;
-            return report;
-          },
+          pool: config.pool,
+          placement: () => (view.placement ? placementSummary(view.placement.status()) : undefined),
+          reload,
         }),
       },
       (err) => log.error({ err }, "http handler failed"),
@@ -165,6 +182,46 @@ export async function startApp({
       duplicateWindowMs: config.duplicateWindowMs,
     });
     const kv = await openSnapshotBucket(nc, config.bucketName, { replicas: config.streamReplicas });
+
+    // Tenant pools: the placement table, watched, decides which tenants this pool answers.
+    // Decisions are cached per tenant until the table changes (they are on every request).
+    const owned = new Map<string, boolean>();
+    const placementLog = log.child({ component: "placement" });
+    const placement = await startPlacementSource({
+      nc,
+      bucket: config.placementBucket,
+      replicas: config.streamReplicas,
+      file: config.placementFile,
+      log: placementLog,
+      timeoutMs: config.requestTimeoutMs,
+      onChange: (status) => {
+        owned.clear();
+        if (status.table && !Object.hasOwn(status.table.pools, config.pool)) {
+          placementLog.warn(
+            { pool: config.pool, pools: Object.keys(status.table.pools) },
+            "this worker's pool is not in the placement table: it answers only requests forwarded to it",
+          );
+        }
+      },
+    });
+    cleanups.push(() => placement.stop());
+    view.placement = placement;
+    const routing: PoolRouting = {
+      pool: config.pool,
+      owns: (tenant) => {
+        let serve = owned.get(tenant);
+        if (serve === undefined) {
+          serve = decideOwnership(placement.table(), tenant, config.pool).serve;
+          if (owned.size >= 100_000) owned.clear();
+          owned.set(tenant, serve);
+        }
+        return serve;
+      },
+      owner: (tenant) => {
+        const table = placement.table();
+        return table ? answeringPool(table, tenant) : config.pool;
+      },
+    };
 
     const sandbox: Sandbox = createSandbox({
       threads: config.sandboxThreads,
@@ -212,6 +269,7 @@ export async function startApp({
       log: log.child({ component: "service" }),
       version,
       gate,
+      routing,
       onOutcome: (o) => {
         metrics.recordOutcome(o);
         // One line per command is the default; skip building it when nobody would read it.
@@ -281,6 +339,53 @@ export async function startApp({
       view.query = query;
     }
 
+    // Admin over NATS: every replica answers (no queue group); off without an admin token.
+    if (config.adminToken !== undefined) {
+      const admin = await startAdminService({
+        nc,
+        pool: config.pool,
+        version,
+        token: config.adminToken,
+        log: log.child({ component: "admin" }),
+        handlers: {
+          status: (body) => {
+            const tenant = tenantOf(body, false);
+            const status = placementSummary(placement.status());
+            const tenants = gate.tenants();
+            return {
+              placement: status,
+              in_flight: services.inFlight,
+              draining: gate.draining(),
+              ...(tenant === undefined
+                ? { tenants }
+                : {
+                    tenant_id: tenant,
+                    ownership: decideOwnership(placement.table(), tenant, config.pool),
+                    tenant_in_flight: tenants.find((t) => t.tenant_id === tenant)?.in_flight ?? 0,
+                  }),
+            };
+          },
+          reload,
+          drain: async (body) => {
+            const tenant = tenantOf(body, true)!;
+            const timeout = (body as { timeout_ms?: unknown }).timeout_ms;
+            const ms =
+              typeof timeout === "number" && Number.isInteger(timeout) && timeout >= 0 && timeout <= 600_000
+                ? timeout
+                : config.shutdownTimeoutMs;
+            const drained = await gate.drain(tenant, ms);
+            const inFlight = gate.tenants().find((t) => t.tenant_id === tenant)?.in_flight ?? 0;
+            return { tenant_id: tenant, draining: true, drained, in_flight: inFlight };
+          },
+          undrain: (body) => {
+            const tenant = tenantOf(body, true)!;
+            return { tenant_id: tenant, draining: false, was_draining: gate.undrain(tenant) };
+          },
+        },
+      });
+      cleanups.push(() => admin.stop());
+    }
+
     const storage = storageProbe(nc, config);
     view.storage = storage;
     view.handler = handler;
@@ -319,6 +424,8 @@ export async function startApp({
       nc,
       metrics,
       gate,
+      pool: config.pool,
+      placement,
       stop,
       [Symbol.asyncDispose]: stop,
     };
@@ -434,11 +541,40 @@ function storageProbe(nc: NatsConnection, config: Config) {
   };
 }
 
+/** The tenant id of an admin request body; undefined when absent and not required. */
+function tenantOf(body: unknown, required: boolean): string | undefined {
+  const tenant = (body as { tenant_id?: unknown } | null)?.tenant_id;
+  if (tenant === undefined && !required) return undefined;
+  if (typeof tenant !== "string" || parseTenantId(tenant) === undefined) {
+    throw new AdminError(
+      400,
+      "InvalidTenantId",
+      'tenant_id must be a valid tenant id ("" for the default tenant)',
+    );
+  }
+  return tenant;
+}
+
+/** The placement status without the whole table (which can hold many tenants). */
+function placementSummary(status: PlacementStatus) {
+  return {
+    origin: status.origin,
+    revision: status.revision,
+    updates: status.updates,
+    ignored: status.ignored,
+    pools: status.table ? Object.keys(status.table.pools) : [],
+    default_pools: status.table?.default_pools ?? [],
+    tenants_placed: status.table ? Object.keys(status.table.tenants).length : 0,
+  };
+}
+
 interface AdminOptions {
   readonly token: string | undefined;
   readonly gate: TenantGate;
   readonly drainTimeoutMs: number;
-  readonly reload: () => unknown;
+  readonly pool: string;
+  readonly placement: () => unknown;
+  readonly reload: () => Promise<unknown>;
 }
 
 /** `/admin/*`: only with `Authorization: Bearer <AGGREGATE_ADMIN_TOKEN>`; without a token configured, never. */
@@ -501,7 +637,12 @@ function adminRoutes(options: AdminOptions): Record<string, Route> {
   return {
     "GET /admin/tenants": guard(() => ({
       status: 200,
-      body: { tenants: options.gate.tenants(), draining: options.gate.draining() },
+      body: {
+        tenants: options.gate.tenants(),
+        draining: options.gate.draining(),
+        pool: options.pool,
+        placement: options.placement() ?? null,
+      },
     })),
     "POST /admin/drain": guard(async (body) => {
       const r = tenantFrom(body);
@@ -521,9 +662,9 @@ function adminRoutes(options: AdminOptions): Record<string, Route> {
         body: { tenant_id: r.tenant, draining: false, was_draining: options.gate.undrain(r.tenant) },
       };
     }),
-    "POST /admin/reload": guard(() => {
+    "POST /admin/reload": guard(async () => {
       try {
-        return { status: 200, body: options.reload() as object };
+        return { status: 200, body: (await options.reload()) as object };
       } catch (err) {
         return {
           status: 400,

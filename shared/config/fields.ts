@@ -206,6 +206,21 @@ export const CONFIG_ENV_VARS = {
     description:
       "label command metrics by tenant: true (default) or false for deployments with very many tenants",
   },
+  pool: {
+    env: "AGGREGATE_POOL",
+    yaml: "pool",
+    description: "the worker pool this worker belongs to (default `default`); see Tenant pools",
+  },
+  placementBucket: {
+    env: "AGGREGATE_PLACEMENT_BUCKET",
+    yaml: "placement_bucket",
+    description: "KV bucket of the tenant placement table (default TENANT_PLACEMENT)",
+  },
+  placementFile: {
+    env: "AGGREGATE_PLACEMENT_FILE",
+    yaml: "placement_file",
+    description: "placement table file (JSON/YAML), used only when the bucket cannot be read at start",
+  },
 } as const satisfies Record<ConfigField, ConfigVar>;
 
 /** The variable that names the YAML file, and the file read from the working directory without it. */
@@ -263,6 +278,9 @@ export const FIELD_KINDS = {
   watchTtlMs: "int",
   watchMaxPerTenant: "int",
   metricsTenantLabels: "bool",
+  pool: "text",
+  placementBucket: "text",
+  placementFile: "optional",
 } as const satisfies Record<ConfigField, FieldKind>;
 
 /** Settings whose values are never printed, in errors or logs. */

@@ -36,7 +36,7 @@ export interface LoadConfigOptions {
  *   Every other setting takes an empty value literally, so `AGGREGATE_DEFAULT_TENANT=` selects
  *   the empty default tenant and `AGGREGATE_LOG_LEVEL=` is an error.
  * - `nats_url` in YAML may be a list or a comma-separated string.
- * - `storagePath`, `functionsDir`, `natsCreds` and the `AGGREGATE_CONFIG` path are resolved
+ * - `storagePath`, `functionsDir`, `natsCreds`, `placementFile` and the `AGGREGATE_CONFIG` path are resolved
  *   against `cwd` (also when they come from a YAML file elsewhere); `loggerSocket` is kept as given
  *   because unix socket paths have a short length limit.
  */
@@ -81,6 +81,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     storagePath: resolve(cwd, config.storagePath),
     functionsDir: resolve(cwd, config.functionsDir),
     natsCreds: config.natsCreds === undefined ? undefined : resolve(cwd, config.natsCreds),
+    placementFile: config.placementFile === undefined ? undefined : resolve(cwd, config.placementFile),
   });
 }
 

@@ -1,6 +1,6 @@
 import * as v from "valibot";
 import { TenantId } from "../contract/index.ts";
-import { DEFAULT_BUCKET, DEFAULT_STREAM } from "../naming/index.ts";
+import { DEFAULT_BUCKET, DEFAULT_PLACEMENT_BUCKET, DEFAULT_POOL, DEFAULT_STREAM } from "../naming/index.ts";
 import { isNatsServerAddress, redactUrlCredentials } from "./nats-url.ts";
 
 /**
@@ -31,6 +31,8 @@ export const MultiTenancy = {
 export type MultiTenancy = (typeof MultiTenancy)[keyof typeof MultiTenancy];
 
 const STREAM_NAME_RE = /^[A-Za-z0-9_-]{1,64}$/;
+/** The placement table's pool name rule (shared/placement), repeated here to keep config free of it. */
+const POOL_NAME_RE = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$/;
 
 // eslint-disable-next-line no-control-regex
 const WHITESPACE_OR_CONTROL_RE = /[\s\u0000-\u001f\u007f]/;
@@ -201,6 +203,29 @@ export const Config = v.pipe(
     watchTtlMs: v.optional(integer(1_000, 3_600_000), 30_000),
     /** `AGGREGATE_WATCH_MAX_PER_TENANT`: watches one tenant may hold per aggregate type on one replica (more: 503); 1..100000, default 100. */
     watchMaxPerTenant: v.optional(integer(1, 100_000), 100),
+    /**
+     * `AGGREGATE_POOL`: the worker pool this worker belongs to; it answers the tenants the
+     * placement table gives this pool. Lower-case letters, digits and `-`, at most 32; not `all`.
+     * Default `default`.
+     */
+    pool: v.optional(
+      v.pipe(
+        v.string("must be a pool name"),
+        v.regex(
+          POOL_NAME_RE,
+          "must be a pool name matching ^[a-z][a-z0-9-]*[a-z0-9]$, at most 32 characters",
+        ),
+        v.check((p) => p !== "all", "must not be `all` (it addresses every pool in admin subjects)"),
+      ),
+      DEFAULT_POOL,
+    ),
+    /** `AGGREGATE_PLACEMENT_BUCKET`: KV bucket of the tenant placement table; default `TENANT_PLACEMENT`. */
+    placementBucket: v.optional(resourceName("bucket"), DEFAULT_PLACEMENT_BUCKET),
+    /**
+     * `AGGREGATE_PLACEMENT_FILE`: a placement table (JSON or YAML, the `infra/swarm/pools.yaml`
+     * format) used only when the placement bucket cannot be read at start; absolute path.
+     */
+    placementFile: optionalString("a file path"),
     /** `AGGREGATE_METRICS_TENANT_LABELS`: label command metrics by tenant; turn off with very many tenants; default true. */
     metricsTenantLabels: v.optional(v.boolean("must be true or false"), true),
   }),

@@ -14,6 +14,10 @@ import {
 /** Default stream and bucket names (CONTRACT.md §3, §4). */
 export const DEFAULT_STREAM = "AGGREGATE_EVENTS";
 export const DEFAULT_BUCKET = "AGGREGATE_SNAPSHOTS";
+/** Default KV bucket of the tenant placement table (which worker pool serves which tenant). */
+export const DEFAULT_PLACEMENT_BUCKET = "TENANT_PLACEMENT";
+/** The worker pool of a worker that names none (`AGGREGATE_POOL`). */
+export const DEFAULT_POOL = "default";
 
 /** The subjects the events stream must cover. */
 export const STREAM_SUBJECTS = "tenant.*.aggregate.*.*";
@@ -29,6 +33,12 @@ export const CommitHeader = {
   TraceParent: "traceparent",
   TraceState: "tracestate",
 } as const;
+
+/**
+ * Set on a request a worker forwarded from its pool's own subject to the owning pool's: the
+ * receiver serves it whatever its own table says, so a request is forwarded at most once.
+ */
+export const ForwardedHeader = "Aggregate-Forwarded-By";
 
 /** Request headers read by the endpoints. */
 export const RequestHeader = {
@@ -111,4 +121,61 @@ export function watchControlSubjects(type: AggregateType, subscriptionId: string
  */
 export function watchForwardSubject(type: AggregateType): string {
   return `aggregate.${type}.watch.projector`;
+}
+
+/**
+ * A pool's own subject for an endpoint, `aggregate.<type>.<verb>.<pool>`: what a gateway that
+ * reads the placement table may send to directly (one hop, one pool). Pool names are validated
+ * (`^[a-z][a-z0-9-]*$`) before they reach here.
+ */
+export function poolEndpointSubject(type: AggregateType, verb: "submit" | "get", pool: string): string {
+  return `aggregate.${type}.${verb}.${pool}`;
+}
+
+/**
+ * The queue group of a pool's workers on an aggregate type's endpoints, `q-<type>-<pool>`.
+ * Every pool subscribes `aggregate.<type>.submit` in its own group, so each pool receives every
+ * request once and the placement table decides which one answers. The `default` pool keeps the
+ * @nats-io/services default group `q`, which workers without pools used: during a rolling update
+ * old and new workers then share one group instead of both answering.
+ */
+export function poolQueueGroup(type: AggregateType, pool: string): string {
+  return pool === DEFAULT_POOL ? "q" : `q-${type}-${pool}`;
+}
+
+/** The NATS micro service of the admin endpoints (no queue group: every replica answers). */
+export const ADMIN_SERVICE = "aggregate-admin";
+
+/** Admin verbs served over NATS beside the per-replica HTTP routes. */
+export const AdminVerb = {
+  Status: "status",
+  Reload: "reload",
+  Drain: "drain",
+  Undrain: "undrain",
+} as const;
+export type AdminVerb = (typeof AdminVerb)[keyof typeof AdminVerb];
+
+/** `aggregate-admin.<target>.<verb>`, where the target is a pool name or `all` (every replica). */
+export function adminSubject(target: string, verb: AdminVerb): string {
+  return `${ADMIN_SERVICE}.${target}.${verb}`;
+}
+
+/** Keys of the placement bucket: `tenant.<tenant key>`, `pool.<pool>` and `defaults`. */
+export const PlacementKey = {
+  TenantPrefix: "tenant.",
+  PoolPrefix: "pool.",
+  Defaults: "defaults",
+} as const;
+
+/**
+ * The placement key of a tenant entry from the tenant's token (its id, `_` for the default
+ * tenant, as in subjects; see `tenantToken`), validated by the caller.
+ */
+export function placementTenantKey(token: string): string {
+  return `${PlacementKey.TenantPrefix}${token}`;
+}
+
+/** The placement key of a pool definition (the name is validated by the caller). */
+export function placementPoolKey(pool: string): string {
+  return `${PlacementKey.PoolPrefix}${pool}`;
 }

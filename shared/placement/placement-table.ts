@@ -20,6 +20,8 @@ const TENANT_KEY_RE = /^(?:_|[A-Za-z0-9][A-Za-z0-9_-]{0,63})$/;
 export const PoolName = v.pipe(
   v.string(),
   v.regex(POOL_NAME_RE, "pool name must match ^[a-z][a-z0-9-]*[a-z0-9]$, at most 32 characters"),
+  // `aggregate-admin.all.<verb>` addresses every replica of every pool.
+  v.check((name) => name !== "all", "pool name 'all' is reserved"),
 );
 export type PoolName = v.InferOutput<typeof PoolName>;
 
@@ -63,10 +65,14 @@ export const TenantPlacement = v.strictObject({
 });
 export type TenantPlacement = v.InferOutput<typeof TenantPlacement>;
 
+/** The `default_pool` setting: one pool, or several equal pools sharing the unplaced tenants. */
+export const DefaultPools = v.union([PoolName, v.pipe(v.array(PoolName), v.minLength(1))]);
+export type DefaultPools = v.InferOutput<typeof DefaultPools>;
+
 const TableShape = v.strictObject({
   version: v.optional(v.literal(1), 1),
   /** One pool, or several equal pools that share the tenants without an entry by weight. */
-  default_pool: v.optional(v.union([PoolName, v.pipe(v.array(PoolName), v.minLength(1))]), "default"),
+  default_pool: v.optional(DefaultPools, "default"),
   pools: v.pipe(
     v.record(PoolName, PoolDefinition),
     v.check((p) => Object.keys(p).length > 0, "define at least one pool"),
@@ -93,6 +99,24 @@ export class PlacementConfigError extends Error {
   override readonly name = "PlacementConfigError";
 }
 
+/**
+ * The checks of one tenant entry that need no other entry: an active entry names no source, a
+ * moving one names a source other than its target. Returns the problems found.
+ */
+export function entryProblems(tenant: string, entry: TenantPlacement): string[] {
+  const problems: string[] = [];
+  if (entry.state === "active" && entry.from !== undefined) {
+    problems.push(`tenants.${tenant}: an active entry has no 'from'`);
+  }
+  if (entry.state !== "active") {
+    if (entry.from === undefined)
+      problems.push(`tenants.${tenant}: a ${entry.state} entry names the pool it leaves ('from')`);
+    else if (entry.from === entry.pool)
+      problems.push(`tenants.${tenant}: 'from' and 'pool' are both ${entry.pool}`);
+  }
+  return problems;
+}
+
 /** Validates a parsed table (from KV, JSON or YAML) and normalises it. Throws PlacementConfigError. */
 export function parsePlacementTable(input: unknown): PlacementTable {
   const result = v.safeParse(TableShape, input);
@@ -114,17 +138,9 @@ export function parsePlacementTable(input: unknown): PlacementTable {
     const entry: TenantPlacement =
       typeof value === "string" ? { pool: value, state: "active", epoch: 1 } : value;
     if (!(entry.pool in raw.pools)) problems.push(`tenants.${tenant}: pool ${entry.pool} is not defined`);
-    if (entry.state === "active" && entry.from !== undefined) {
-      problems.push(`tenants.${tenant}: an active entry has no 'from'`);
-    }
-    if (entry.state !== "active") {
-      if (entry.from === undefined)
-        problems.push(`tenants.${tenant}: a ${entry.state} entry names the pool it leaves ('from')`);
-      else if (entry.from === entry.pool)
-        problems.push(`tenants.${tenant}: 'from' and 'pool' are both ${entry.pool}`);
-      else if (!(entry.from in raw.pools))
-        problems.push(`tenants.${tenant}: pool ${entry.from} is not defined`);
-    }
+    problems.push(...entryProblems(tenant, entry));
+    if (entry.from !== undefined && entry.from !== entry.pool && !(entry.from in raw.pools))
+      problems.push(`tenants.${tenant}: pool ${entry.from} is not defined`);
     tenants[tenant] = Object.freeze(entry);
   }
   if (problems.length > 0) throw new PlacementConfigError(`invalid placement table: ${problems.join("; ")}`);

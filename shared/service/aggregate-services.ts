@@ -4,7 +4,7 @@
  * through `serve`, the one async-safe wrapper: @nats-io/services only catches synchronous
  * throws, so an async handler that rejects would otherwise leave the caller to time out.
  */
-import { Match, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
+import { headers as natsHeaders, Match, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
 import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
 import {
   StreamError,
@@ -14,10 +14,17 @@ import {
   type AggregateError,
   type AggregateType,
   type ErrorCode,
+  type TenantId,
 } from "../contract/index.ts";
 import type { CommandHandler, Logger } from "../aggregate/index.ts";
-import { endpointSubject, serviceName } from "../naming/index.ts";
-import { parseGet, parseSubmit, type RequestHeaders, type RequestPolicy } from "./request.ts";
+import {
+  endpointSubject,
+  ForwardedHeader,
+  poolEndpointSubject,
+  poolQueueGroup,
+  serviceName,
+} from "../naming/index.ts";
+import { parseGet, parseSubmit, resolveTenant, type RequestHeaders, type RequestPolicy } from "./request.ts";
 
 export interface AggregateTypeInfo {
   readonly type: AggregateType;
@@ -42,6 +49,21 @@ export interface RequestOutcome {
   readonly error?: AggregateError;
 }
 
+/**
+ * Tenant pools: which tenants this worker's pool answers. Every pool subscribes the shared
+ * subjects in its own queue group (each pool receives each request once); a worker drops,
+ * silently, a request whose tenant another pool owns, so exactly one pool answers. A pool's own
+ * subjects (`aggregate.<type>.submit.<pool>`) serve what this pool owns and forward the rest,
+ * once, to the owning pool's subject.
+ */
+export interface PoolRouting {
+  readonly pool: string;
+  /** Whether this pool answers the tenant now (the placement table's decision). */
+  owns(tenant: TenantId): boolean;
+  /** The pool answering the tenant now; undefined while it is paused. */
+  owner(tenant: TenantId): string | undefined;
+}
+
 export interface AggregateServicesOptions {
   readonly nc: NatsConnection;
   readonly handler: CommandHandler;
@@ -59,6 +81,8 @@ export interface AggregateServicesOptions {
   readonly onOutcome?: (outcome: RequestOutcome) => void;
   /** Wall-clock source for durations; performance.now by default. */
   readonly now?: () => number;
+  /** Tenant pools; without it every request is served (queue group `q`). */
+  readonly routing?: PoolRouting;
 }
 
 export interface AggregateServices {
@@ -79,6 +103,10 @@ export interface EndpointCounters {
   errors: number;
   conflicts: number;
   errors_by_code: Record<string, number>;
+  /** Requests dropped because another pool owns their tenant (each pool receives every request). */
+  not_owner: number;
+  /** Requests on this pool's own subject forwarded to the owning pool's. */
+  forwarded: number;
 }
 
 const encoder = new TextEncoder();
@@ -91,17 +119,66 @@ export async function startAggregateServices(options: AggregateServicesOptions):
   let stopping = false;
   const idle: Array<() => void> = [];
 
+  const routing = options.routing;
+
+  /**
+   * Whether this worker handles `msg` (the placement decision, before any work or reply). The
+   * tenant comes from the header alone; a request whose header is invalid is answered (with the
+   * 400) by the pool of the default tenant, so that it too gets exactly one reply.
+   */
+  const admit = (type: AggregateType, endpoint: "submit" | "get", msg: ServiceMsg, own: boolean): boolean => {
+    if (!routing) return true;
+    const c = counters.get(type)!;
+    let tenant: TenantId;
+    try {
+      tenant = resolveTenant(headerView(msg.headers), policy);
+    } catch {
+      tenant = policy.defaultTenant;
+    }
+    if (routing.owns(tenant)) return true;
+    if (!own) {
+      // Another pool answers it; any reply from here could race that pool's.
+      c.not_owner++;
+      return false;
+    }
+    // On this pool's own subject: sent by a gateway whose table is older than ours. A request
+    // forwarded once is served wherever it lands, so it never travels in circles.
+    if (msg.headers?.get(ForwardedHeader)) return true;
+    const owner = routing.owner(tenant);
+    if (owner === undefined || owner === routing.pool) {
+      c.not_owner++;
+      return false;
+    }
+    c.forwarded++;
+    forward(msg, poolEndpointSubject(type, endpoint, owner), routing.pool);
+    return false;
+  };
+
+  const forward = (msg: ServiceMsg, subject: string, from: string): void => {
+    const h = natsHeaders();
+    if (msg.headers)
+      for (const k of msg.headers.keys()) for (const v of msg.headers.values(k)) h.append(k, v);
+    h.set(ForwardedHeader, from);
+    try {
+      nc.publish(subject, msg.data, { headers: h, ...(msg.reply ? { reply: msg.reply } : {}) });
+    } catch (err) {
+      log.warn({ err, subject }, "could not forward a request to its pool");
+    }
+  };
+
   const serve =
     (
       type: AggregateType,
       endpoint: "submit" | "get",
       work: (msg: ServiceMsg, known: KnownIds) => Promise<unknown>,
+      own = false,
     ) =>
     (err: Error | null, msg: ServiceMsg): void => {
       if (err) {
         log.error({ err, aggregate_type: type, endpoint }, "endpoint subscription failed");
         return;
       }
+      if (!admit(type, endpoint, msg, own)) return;
       inFlight++;
       const c = counters.get(type)!;
       c.in_flight++;
@@ -166,51 +243,75 @@ export async function startAggregateServices(options: AggregateServicesOptions):
       errors: 0,
       conflicts: 0,
       errors_by_code: {},
+      not_owner: 0,
+      forwarded: 0,
     });
     const service = await svcm.add({
       name: serviceName(type),
       version: options.version,
       description: info.description ?? `Commands for aggregates of type ${type}`,
-      metadata: { aggregate_type: type, ...info.metadata },
+      metadata: { aggregate_type: type, ...info.metadata, ...(routing ? { pool: routing.pool } : {}) },
       statsHandler: () => {
         const c = counters.get(type)!;
         return Promise.resolve({
           ...c,
           errors_by_code: { ...c.errors_by_code },
           cached_aggregates: handler.cachedAggregates,
+          ...(routing ? { pool: routing.pool } : {}),
         });
       },
     });
+    const submit = async (msg: ServiceMsg, known: KnownIds) => {
+      const command = parseSubmit(type, headerView(msg.headers), msg.data, policy);
+      Object.assign(known, {
+        tenant_id: command.tenant_id,
+        aggregate_id: command.aggregate_id,
+        command_id: command.command_id,
+        correlation_id: command.correlation_id,
+        traceparent: command.traceparent,
+      });
+      const gate = options.gate;
+      if (!gate) return handler.submit(command);
+      const refused = gate.enter(command.tenant_id, command.aggregate_id);
+      if (refused) throw refused;
+      try {
+        return await handler.submit(command);
+      } finally {
+        gate.leave(command.tenant_id);
+      }
+    };
+    const get = (msg: ServiceMsg) => handler.get(parseGet(type, headerView(msg.headers), msg.data, policy));
+    // Without routing the library's default group (`q`) applies, as before pools existed.
+    const queue = routing ? { queue: poolQueueGroup(type, routing.pool) } : {};
     service.addEndpoint("submit", {
       subject: endpointSubject(type, "submit"),
       metadata: { description: "handle one command" },
-      handler: serve(type, "submit", async (msg, known) => {
-        const command = parseSubmit(type, headerView(msg.headers), msg.data, policy);
-        Object.assign(known, {
-          tenant_id: command.tenant_id,
-          aggregate_id: command.aggregate_id,
-          command_id: command.command_id,
-          correlation_id: command.correlation_id,
-          traceparent: command.traceparent,
-        });
-        const gate = options.gate;
-        if (!gate) return handler.submit(command);
-        const refused = gate.enter(command.tenant_id, command.aggregate_id);
-        if (refused) throw refused;
-        try {
-          return await handler.submit(command);
-        } finally {
-          gate.leave(command.tenant_id);
-        }
-      }),
+      ...queue,
+      handler: serve(type, "submit", submit),
     });
     service.addEndpoint("get", {
       subject: endpointSubject(type, "get"),
       metadata: { description: "current state of one aggregate" },
-      handler: serve(type, "get", async (msg) =>
-        handler.get(parseGet(type, headerView(msg.headers), msg.data, policy)),
-      ),
+      ...queue,
+      handler: serve(type, "get", get),
     });
+    if (routing) {
+      service.addEndpoint("submit-pool", {
+        subject: poolEndpointSubject(type, "submit", routing.pool),
+        metadata: { description: `handle one command (pool ${routing.pool})`, pool: routing.pool },
+        ...queue,
+        handler: serve(type, "submit", submit, true),
+      });
+      service.addEndpoint("get-pool", {
+        subject: poolEndpointSubject(type, "get", routing.pool),
+        metadata: {
+          description: `current state of one aggregate (pool ${routing.pool})`,
+          pool: routing.pool,
+        },
+        ...queue,
+        handler: serve(type, "get", get, true),
+      });
+    }
     services.push(service);
   }
 

@@ -4,6 +4,7 @@ export type {
   AggregateServicesOptions,
   AggregateTypeInfo,
   EndpointCounters,
+  PoolRouting,
   RequestOutcome,
 } from "./aggregate-services.ts";
 export { canonicalJson, parseGet, parseSubmit, payloadHash, resolveTenant } from "./request.ts";

@@ -2,12 +2,16 @@
  * The shipped nats-config (dev.conf + accounts.conf) on a real nats-server: each user can do
  * its job and nothing past it. Tenant "acme" reads its own events; "globex" is the other tenant.
  */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "@nats-io/transport-node";
 import type { Msg, NatsConnection } from "@nats-io/nats-core";
 import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { adminRequest } from "../../shared/admin/index.ts";
 import { startNatsServer, type NatsServer } from "../../shared/nats-server/index.ts";
+import { openPlacementBucket, openPlacementStore } from "../../shared/placement-store/index.ts";
 import { request, startTestApp, type TestApp } from "../support/service.ts";
 
 const CONFIG = path.resolve(import.meta.dirname, "../../nats-config/dev.conf");
@@ -116,6 +120,85 @@ describe("the worker user", () => {
     }
     const admin = await manager(await as("admin", PASSWORDS.NATS_ADMIN_PASSWORD));
     expect((await admin.streams.info(STREAM)).state.messages).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe("the placement table (TENANT_PLACEMENT)", () => {
+  it("is read and watched by the worker, which cannot write it; the admin writes it", async () => {
+    // the running worker (user worker) created, read and watches the bucket
+    expect(app.placement.status()).toMatchObject({ origin: "kv" });
+    const worker = await as("worker", PASSWORDS.NATS_WORKER_PASSWORD);
+    const asWorker = openPlacementStore(await openPlacementBucket(worker, "TENANT_PLACEMENT"));
+    await expect(asWorker.put("tenant.acme", { pool: "default" }, 0)).rejects.toSatisfy(isDenied);
+
+    const admin = openPlacementStore(
+      await openPlacementBucket(await as("admin", PASSWORDS.NATS_ADMIN_PASSWORD), "TENANT_PLACEMENT"),
+    );
+    const revision = await admin.put("pool.default", {}, 0);
+    expect(await app.placement.waitForRevision(revision, 5_000)).toBe(true);
+    expect(app.placement.table()?.pools).toHaveProperty("default");
+  });
+
+  it("is out of the gateway's reach, and so are the admin requests", async () => {
+    const gateway = await as("gateway", PASSWORDS.NATS_GATEWAY_PASSWORD, "_INBOX_GATEWAY");
+    await expect(
+      gateway.request("$JS.API.STREAM.INFO.KV_TENANT_PLACEMENT", "", { timeout: 1_000 }),
+    ).rejects.toSatisfy(isDenied);
+    await expect(
+      adminRequest(gateway, "all", "status", {}, { token: "x".repeat(16), maxWaitMs: 500 }),
+    ).rejects.toSatisfy(isDenied);
+    // a pool's own subject is the gateway's to use
+    const reply = await request(
+      gateway,
+      "aggregate.bank-account.submit.default",
+      { payload: { type: "deposit", amount: 1 } },
+      { "x-tenant-id": "acme" },
+    );
+    expect(reply.status).toBeUndefined();
+  });
+
+  it("falls back to AGGREGATE_PLACEMENT_FILE when the bucket cannot be read at start", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "placement-"));
+    try {
+      const file = path.join(dir, "placement.json");
+      await writeFile(
+        file,
+        JSON.stringify({ pools: { fb: {}, big: {} }, default_pool: "fb", tenants: { acme: "big" } }),
+      );
+      // The worker user may not read this bucket: "unreachable" as a missing permission makes it.
+      const env = {
+        AGGREGATE_NATS_USER: "worker",
+        AGGREGATE_NATS_PASSWORD: PASSWORDS.NATS_WORKER_PASSWORD,
+        AGGREGATE_PLACEMENT_BUCKET: "FORBIDDEN_PLACEMENT",
+        AGGREGATE_POOL: "fb",
+        AGGREGATE_REQUEST_TIMEOUT_MS: "1000",
+      };
+      await expect(startTestApp(server.url, env)).rejects.toThrow(/AGGREGATE_PLACEMENT_FILE/);
+      const fallback = await startTestApp(server.url, { ...env, AGGREGATE_PLACEMENT_FILE: file });
+      try {
+        expect(fallback.placement.status()).toMatchObject({ origin: "file", revision: 0 });
+        expect(fallback.placement.table()?.tenants).toEqual({
+          acme: { pool: "big", state: "active", epoch: 1 },
+        });
+        const gateway = await as("gateway", PASSWORDS.NATS_GATEWAY_PASSWORD, "_INBOX_GATEWAY");
+        const before = fallback.services.stats("bank-account")!.ok;
+        const reply = await request(
+          gateway,
+          "aggregate.bank-account.submit.fb",
+          { payload: { type: "deposit", amount: 1 } },
+          { "x-tenant-id": "globex" },
+        );
+        expect(reply.status).toBeUndefined();
+        expect(fallback.services.stats("bank-account")!.ok).toBe(before + 1);
+        expect(
+          fallback.logs.some((l) => l["msg"] === "placement bucket unreachable: using the fallback file"),
+        ).toBe(true);
+      } finally {
+        await fallback.stop();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

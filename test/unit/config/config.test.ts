@@ -77,6 +77,9 @@ const DEFAULTS = {
   watchTtlMs: 30_000,
   watchMaxPerTenant: 100,
   metricsTenantLabels: true,
+  pool: "default",
+  placementBucket: "TENANT_PLACEMENT",
+  placementFile: undefined,
 };
 
 describe("loadConfig", () => {
@@ -451,6 +454,9 @@ describe("CONFIG_ENV_VARS", () => {
     watchTtlMs: ["1000", 1000, 1000],
     watchMaxPerTenant: ["100000", 100000, 100000],
     metricsTenantLabels: ["false", false, false],
+    pool: ["big-1", "big-1", "big-1"],
+    placementBucket: ["P_1", "P_1", "P_1"],
+    placementFile: ["/p/placement.json", "/p/placement.json", "/p/placement.json"],
   };
   const fields = Object.keys(samples) as (keyof Config)[];
 

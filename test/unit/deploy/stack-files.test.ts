@@ -25,6 +25,7 @@ type Service = {
   healthcheck?: { test?: string[] };
   volumes?: string[];
   secrets?: string[];
+  configs?: Array<{ source: string; target: string }>;
 };
 type Stack = { services: Record<string, Service>; volumes?: Record<string, unknown> };
 
@@ -97,6 +98,11 @@ describe("Swarm stack generated from the pool definitions", () => {
     for (const [pool, def] of Object.entries(table.pools)) {
       const svc = stack.services[`worker-${pool}`]!;
       expect(svc.environment?.["AGGREGATE_POOL"]).toBe(pool);
+      // the fallback placement table is this stack's pools.yaml, mounted as a config
+      expect(svc.configs).toEqual([
+        { source: "placement_fallback", target: "/etc/aggregate/placement.yaml" },
+      ]);
+      expect(svc.environment?.["AGGREGATE_PLACEMENT_FILE"]).toBe("/etc/aggregate/placement.yaml");
       expect(svc.deploy?.replicas).toBe(def.replicas);
       for (const [k, v] of Object.entries(def.node_labels)) {
         expect(svc.deploy?.placement?.constraints).toContain(`node.labels.${k}==${v}`);
