@@ -89,6 +89,12 @@ export interface CommandHandler {
   flush(): Promise<void>;
   /** Forgets every cached aggregate. */
   clearCache(): void;
+  /**
+   * The state text of an aggregate at `version`, if this worker holds exactly that version in
+   * its cache (without refreshing it there); for the read model, which would otherwise fold
+   * again what the command path has just folded.
+   */
+  knownState(ref: AggregateRef, version: number): string | undefined;
   readonly cachedAggregates: number;
 }
 
@@ -113,6 +119,11 @@ class Handler implements CommandHandler {
 
   clearCache(): void {
     this.#cache.clear();
+  }
+
+  knownState(ref: AggregateRef, version: number): string | undefined {
+    const cached = this.#cache.peek(cacheKey(ref));
+    return cached !== undefined && cached.version === version ? cached.state : undefined;
   }
 
   async flush(): Promise<void> {

@@ -38,6 +38,11 @@ export class LruCache<K, V> {
     }
   }
 
+  /** The value without making it the most recently used. */
+  peek(key: K): V | undefined {
+    return this.#map.get(key);
+  }
+
   delete(key: K): boolean {
     return this.#map.delete(key);
   }

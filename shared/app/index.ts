@@ -11,7 +11,12 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { connect, credsAuthenticator } from "@nats-io/transport-node";
 import { readFile } from "node:fs/promises";
 import type { Logger as PinoLogger } from "pino";
-import { createCommandHandler, type AggregateTypeRuntime, type CommandHandler } from "../aggregate/index.ts";
+import {
+  createCommandHandler,
+  type AggregateRef,
+  type AggregateTypeRuntime,
+  type CommandHandler,
+} from "../aggregate/index.ts";
 import { describeConfig, loadConfig, SpecsMode, type Config } from "../config/index.ts";
 import { parseTenantId } from "../contract/index.ts";
 import { createEventLog, ensureEventStream } from "../event-log/index.ts";
@@ -320,6 +325,12 @@ export async function startApp({
           program: types.get(fn.type)!.program,
           initialState: fn.initialState,
           queryFields: fn.manifest.query_fields,
+          // Commits this worker made are folded already: take the state from its cache.
+          knownState: (tenant: string, id: string, version: number) =>
+            handler.knownState(
+              { tenant_id: tenant, aggregate_type: fn.type, aggregate_id: id } as AggregateRef,
+              version,
+            ),
         })),
         policy: {
           multiTenancy: config.multiTenancy,

@@ -41,7 +41,7 @@ import { replyError, resolveTenant, type RequestHeaders, type RequestPolicy } fr
 import { decodeCursor, encodeCursor, type CursorScope } from "./cursor.ts";
 import { parseFilter } from "./filter.ts";
 import { compilePredicate } from "./predicate.ts";
-import { startProjector, type Projector, type ProjectorStatus } from "./projector.ts";
+import { startProjector, type KnownState, type Projector, type ProjectorStatus } from "./projector.ts";
 import { createWatchHub, EndReason, type WatchHub } from "./watch-hub.ts";
 import type { FieldType, Keyset, QueryFields, SortKey } from "./sql.ts";
 import type { ReadModelStore } from "./store.ts";
@@ -137,6 +137,8 @@ export interface QueryTypeDefinition {
   readonly initialState: string;
   /** The manifest's `query_fields`. */
   readonly queryFields: Readonly<Record<string, FieldType>>;
+  /** States this process already folded (see ProjectorOptions.knownState). */
+  readonly knownState?: KnownState;
 }
 
 export interface QueryServiceOptions {
@@ -225,6 +227,7 @@ export async function startQueryService(options: QueryServiceOptions): Promise<Q
         initialState: def.initialState,
         store,
         log,
+        ...(def.knownState === undefined ? {} : { knownState: def.knownState }),
         ...(options.identityCheckMs === undefined ? {} : { identityCheckMs: options.identityCheckMs }),
         ...(options.lockRetryMs === undefined ? {} : { lockRetryMs: options.lockRetryMs }),
         listener: {

@@ -13,6 +13,7 @@ import {
   type QueryService,
   type ReadModelStore,
 } from "../../shared/query/index.ts";
+import type { KnownState } from "../../shared/query/projector.ts";
 import { compileProgramFile, createQuickJsSandbox, type Sandbox } from "../../shared/sandbox/index.ts";
 import { connectTest, startTestNats } from "../support/nats.ts";
 import { FUNCTIONS_DIR, request, startTestApp, type TestApp } from "../support/service.ts";
@@ -30,7 +31,7 @@ let dir: string;
 let store: ReadModelStore;
 let query: QueryService;
 
-async function startQuery(): Promise<void> {
+async function startQuery(knownState?: KnownState): Promise<void> {
   store = openSqliteStore({ file: path.join(dir, "read-model.sqlite") });
   const [fn] = await loadFunctions(
     FUNCTIONS_DIR,
@@ -48,6 +49,7 @@ async function startQuery(): Promise<void> {
         program: await sandbox.load(fn!.source),
         initialState: fn!.initialState,
         queryFields: { balance: "number", status: "string", ...fn!.manifest.query_fields },
+        ...(knownState ? { knownState } : {}),
       },
     ],
     store,
@@ -246,5 +248,32 @@ describe("aggregate.<type>.query", () => {
     expect(after.body).toEqual(before.body);
     expect(afterOthers.body).toEqual(beforeOthers.body);
     expect(ids(afterOthers)).toEqual([last.id]);
+  });
+
+  it("takes a state the process already knows instead of folding the commit again, only for that exact version", async () => {
+    await stopQuery();
+    const asked: Array<[string, number]> = [];
+    await startQuery((tenant, id, version) => {
+      asked.push([tenant, version]);
+      // A state no fold of these events could give: seeing it proves the hint was used.
+      return tenant === "hinted" && version === 1 ? `{"balance":-1,"status":"from-cache"}` : undefined;
+    });
+    try {
+      const hinted = await open("hinted", 5);
+      const plain = await open("plain", 7);
+      const r = await ask("hinted", { filter: "", min_stream_seq: plain.seq });
+      expect(r.body["items"]).toEqual([
+        { aggregate_id: hinted.id, version: 1, state: { balance: -1, status: "from-cache" } },
+      ]);
+      const p = await ask("plain", { filter: "", min_stream_seq: plain.seq });
+      expect(p.body["items"]).toEqual([
+        { aggregate_id: plain.id, version: 1, state: { balance: 7, status: "open" } },
+      ]);
+      expect(asked).toContainEqual(["hinted", 1]);
+      expect(asked).toContainEqual(["plain", 1]);
+    } finally {
+      await stopQuery();
+      await startQuery();
+    }
   });
 });

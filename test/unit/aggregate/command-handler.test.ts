@@ -78,6 +78,18 @@ const ref = (c: Command) => ({
 });
 
 describe("command handler", () => {
+  it("knows the cached state at exactly the cached version, and nothing else", async () => {
+    const { handler } = setup({ cacheSize: 1 });
+    const first = command({ type: "deposit", amount: 5 });
+    await handler.submit(first);
+    expect(JSON.parse(handler.knownState(ref(first), 1)!)).toEqual({ balance: 5, status: "open" });
+    expect(handler.knownState(ref(first), 2)).toBeUndefined();
+    expect(handler.knownState(ref(first), 0)).toBeUndefined();
+    // Evicted (cache of one): unknown.
+    await handler.submit(command({ type: "deposit", amount: 1 }));
+    expect(handler.knownState(ref(first), 1)).toBeUndefined();
+  });
+
   it("appends one commit per command and replies with enveloped events", async () => {
     const { handler, eventLog } = setup();
     const c = command({ type: "deposit", amount: 100 });
