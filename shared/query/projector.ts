@@ -14,7 +14,7 @@
  * with the state before and after, in stream order.
  */
 import type { JetStreamClient, JetStreamManager, JsMsg, MsgRequest } from "@nats-io/jetstream";
-import type { Logger } from "../aggregate/index.ts";
+import { LruCache, type Logger } from "../aggregate/index.ts";
 import type { AggregateProgram } from "../sandbox/index.ts";
 import type { JsonObject } from "../contract/index.ts";
 import { CommitHeader } from "../naming/index.ts";
@@ -32,6 +32,8 @@ export interface ProjectorOptions {
   readonly log: Logger;
   /** Commits per transaction at most; default 256. */
   readonly batchSize?: number;
+  /** Rows this projector wrote last, kept to fold the next commits without reading them back; default 10,000. */
+  readonly rowCacheSize?: number;
   /** How often a replica without the projector lock (PostgreSQL) retries it; default 2000 ms. */
   readonly lockRetryMs?: number;
   /** How often a running projector checks that the stream is still the one it projects; default 5000 ms. */
@@ -119,6 +121,13 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
   let messages: { stop(): void } | undefined;
   let holding = false;
   const listener = options.listener;
+  /**
+   * The rows this projector last wrote. While it holds the right to project, nobody else writes
+   * the type, so a row it wrote is the stored row until it writes the next: the store is read only
+   * for aggregates not in here (it was half of the projector's time under command load). Emptied
+   * whenever projecting (re)starts, since another writer or a rebuild may have come between.
+   */
+  const written = new LruCache<string, CurrentRow>(options.rowCacheSize ?? 10_000);
   const waiters = new Set<() => void>();
   const wake = () => {
     for (const w of waiters) w();
@@ -149,9 +158,18 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
       const tenant = token === "_" ? "" : token;
       return [{ tenant, id, version, events, seq: m.seq }];
     });
-    const current = await store.load(type, [
-      ...new Map(decoded.map((d) => [rowKey(d.tenant, d.id), { tenant: d.tenant, id: d.id }])).values(),
-    ]);
+    const current = new Map<string, CurrentRow>();
+    const unknown = new Map<string, { tenant: string; id: string }>();
+    for (const d of decoded) {
+      const key = rowKey(d.tenant, d.id);
+      if (current.has(key) || unknown.has(key)) continue;
+      const row = written.get(key);
+      if (row) current.set(key, row);
+      else unknown.set(key, { tenant: d.tenant, id: d.id });
+    }
+    if (unknown.size > 0) {
+      for (const [key, row] of await store.load(type, [...unknown.values()])) current.set(key, row);
+    }
     const rows = new Map<string, ReadModelRow>();
     // Different aggregates fold concurrently (commits of one aggregate in order): the sandbox pool
     // then pipelines the calls instead of paying one thread hop after another, which under command
@@ -205,6 +223,7 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
     changes.sort((a, b) => a.stream_seq - b.stream_seq);
     const last = batch.at(-1)!;
     await store.commit(type, [...rows.values()], last.seq);
+    for (const [key, row] of rows) written.set(key, { version: row.version, state: row.state });
     checkpoint = last.seq;
     pending = last.info.pending;
     lagMs = Math.max(0, Date.now() - last.info.timestampNanos / 1_000_000);
@@ -292,6 +311,10 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
       if (folding) return;
       folding = (async () => {
         try {
+          // Let the rest of this turn's messages arrive first: a fold whose states come from the
+          // command path's cache finishes within microtasks, so without this wait every commit
+          // was its own SQLite transaction (measured: the store was 16 % of the worker's time).
+          await new Promise((resolve) => setImmediate(resolve));
           while (batch.length > 0 && !failure) await fold(batch.splice(0, batchSize));
         } catch (err) {
           failure = { err };
@@ -342,6 +365,7 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
         }
         log.info({ aggregate_type: type, checkpoint }, "projector started");
         unwatch = watchIdentity();
+        written.clear();
         await project();
       } catch (err) {
         if (!stopped) log.error({ err, aggregate_type: type }, "projector failed; restarting");
