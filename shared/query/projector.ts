@@ -198,7 +198,7 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
             const contiguous = before.version === d.version - d.events.length;
             const state =
               (contiguous ? options.knownState?.(d.tenant, d.id, d.version) : undefined) ??
-              (await program.applyAll(before.state, d.events));
+              (await program.applyAll(before.state, d.events, { background: true }));
             rows.set(key, { tenant: d.tenant, id: d.id, version: d.version, stream_seq: d.seq, state });
             changes.push({
               tenant: d.tenant,

@@ -4,6 +4,7 @@
  */
 export type {
   AggregateProgram,
+  CallOptions,
   CompiledModule,
   DecideContext,
   DecideOutcome,

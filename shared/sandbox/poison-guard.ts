@@ -12,7 +12,14 @@
  */
 import { ProgramError, type JsonObject } from "../contract/index.ts";
 import { LIMIT_FAILURES, ProgramFailure } from "./program-failure.ts";
-import type { AggregateProgram, DecideContext, DecideOutcome, ProgramSource, Sandbox } from "./types.ts";
+import type {
+  AggregateProgram,
+  CallOptions,
+  DecideContext,
+  DecideOutcome,
+  ProgramSource,
+  Sandbox,
+} from "./types.ts";
 
 export interface PoisonGuardOptions {
   /** Limit failures in a row that make an aggregate poisoned; at least 1. */
@@ -108,8 +115,8 @@ class PoisonGuardedProgram implements AggregateProgram {
     }
   }
 
-  applyAll(stateJson: string, events: readonly JsonObject[]): Promise<string> {
-    return this.#inner.applyAll(stateJson, events);
+  applyAll(stateJson: string, events: readonly JsonObject[], options?: CallOptions): Promise<string> {
+    return this.#inner.applyAll(stateJson, events, options);
   }
 
   #count(key: string, reason: string): void {

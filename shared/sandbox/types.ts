@@ -65,7 +65,15 @@ export interface AggregateProgram {
    */
   decide(stateJson: string, command: JsonObject, context: DecideContext): Promise<DecideOutcome>;
   /** Folds events (the objects decide returned) into the state in ONE call; returns the JSON text. */
-  applyAll(stateJson: string, events: readonly JsonObject[]): Promise<string>;
+  applyAll(stateJson: string, events: readonly JsonObject[], options?: CallOptions): Promise<string>;
+}
+
+export interface CallOptions {
+  /**
+   * Work nobody waits on right now (the read model catching up): a shared sandbox runs it only
+   * when no foreground call (a command's decide or rehydration) is waiting.
+   */
+  readonly background?: boolean;
 }
 
 /** Runs aggregate programs. */

@@ -43,7 +43,14 @@ import {
 } from "../contract/index.ts";
 import { ProgramFailure } from "./program-failure.ts";
 import { compileQuickJsWasm, Op, parseApplyAllReply, parseDecideReply } from "./quickjs-sandbox.ts";
-import type { AggregateProgram, DecideContext, DecideOutcome, ProgramSource, Sandbox } from "./types.ts";
+import type {
+  AggregateProgram,
+  CallOptions,
+  DecideContext,
+  DecideOutcome,
+  ProgramSource,
+  Sandbox,
+} from "./types.ts";
 import {
   Progress,
   type BatchResult,
@@ -90,6 +97,11 @@ const MAX_RESPAWN_DELAY_MS = 5_000;
  * collapsing a burst into a few messages.
  */
 const MAX_BATCH = 32;
+/**
+ * Most background calls (CallOptions.background) in one batch: a command's decide that arrives
+ * while a thread runs background work waits for that batch, so it stays short.
+ */
+const MAX_BACKGROUND_BATCH = 8;
 
 /** Creates the pool; threads start at once, programs load into each as they are loaded here. */
 export function createWorkerSandbox(opts: WorkerSandboxOptions = {}): Sandbox {
@@ -130,6 +142,7 @@ interface Call {
   readonly entry: Entry;
   readonly op: Op;
   readonly args: readonly string[];
+  readonly background: boolean;
   resolve(reply: string): void;
   reject(err: Error): void;
 }
@@ -158,6 +171,8 @@ class WorkerPool implements Sandbox {
   readonly #entries = new Map<number, Entry>();
   readonly #byKey = new Map<string, Promise<AggregateProgram>>();
   #queue: Call[] = [];
+  /** Background calls: handed out only while `#queue` holds nothing a thread could run. */
+  #background: Call[] = [];
   #pumpScheduled = false;
   #wasm: Promise<WebAssembly.Module | undefined> | undefined;
   #nextId = 1;
@@ -191,7 +206,7 @@ class WorkerPool implements Sandbox {
     for (const timer of this.#respawns) clearTimeout(timer);
     this.#respawns.clear();
     const closing = new Unavailable("the sandbox is closed");
-    for (const call of this.#queue.splice(0)) call.reject(closing);
+    for (const call of [...this.#queue.splice(0), ...this.#background.splice(0)]) call.reject(closing);
     const stopping: Array<Promise<number>> = [];
     for (const slot of this.#slots) {
       if (slot === undefined) continue;
@@ -226,15 +241,17 @@ class WorkerPool implements Sandbox {
       for (const slot of this.#slots) if (slot !== undefined && !slot.dead) this.#sendLoad(slot, entry);
     });
     await loaded;
-    return new PooledProgram(source, (op, args) => this.#call(id, op, args));
+    return new PooledProgram(source, (op, args, background) => this.#call(id, op, args, background));
   }
 
-  #call(programId: number, op: Op, args: readonly string[]): Promise<string> {
+  #call(programId: number, op: Op, args: readonly string[], background: boolean): Promise<string> {
     if (this.#closed) return Promise.reject(new Unavailable("the sandbox is closed"));
     const entry = this.#entries.get(programId);
     if (entry === undefined) return Promise.reject(new Unavailable("the program is no longer loaded"));
     return new Promise<string>((resolve, reject) => {
-      this.#queue.push({ id: this.#nextId++, entry, op, args, resolve, reject });
+      const call = { id: this.#nextId++, entry, op, args, background, resolve, reject };
+      if (background) this.#background.push(call);
+      else this.#queue.push(call);
       // Wait for the rest of this turn's calls, then hand them out together.
       if (this.#pumpScheduled) return;
       this.#pumpScheduled = true;
@@ -245,23 +262,31 @@ class WorkerPool implements Sandbox {
     });
   }
 
-  /** Hands queued calls to idle threads, oldest call first, an even share to each. */
+  /**
+   * Hands queued calls to idle threads, oldest call first, an even share to each. Background
+   * calls go only to a thread that has no foreground call to run, a few at a time.
+   */
   #pump(): void {
-    if (this.#queue.length === 0) return;
+    if (this.#queue.length === 0 && this.#background.length === 0) return;
     const idle = this.#slots.filter(
       (s): s is Slot => s !== undefined && s.ready && !s.dead && s.batch === undefined,
     );
-    for (let k = 0; k < idle.length && this.#queue.length > 0; k++) {
+    for (let k = 0; k < idle.length; k++) {
       const slot = idle[k]!;
-      const share = Math.min(MAX_BATCH, Math.ceil(this.#queue.length / (idle.length - k)));
-      const batch: Call[] = [];
-      const rest: Call[] = [];
-      for (const call of this.#queue) {
-        if (batch.length < share && slot.loaded.has(call.entry.id)) batch.push(call);
-        else rest.push(call);
+      if (this.#queue.length > 0) {
+        const share = Math.min(MAX_BATCH, Math.ceil(this.#queue.length / (idle.length - k)));
+        const [batch, rest] = take(this.#queue, slot, share);
+        this.#queue = rest;
+        if (batch.length > 0) {
+          this.#dispatch(slot, batch);
+          continue;
+        }
       }
-      this.#queue = rest;
-      if (batch.length > 0) this.#dispatch(slot, batch);
+      if (this.#background.length > 0) {
+        const [batch, rest] = take(this.#background, slot, MAX_BACKGROUND_BATCH);
+        this.#background = rest;
+        if (batch.length > 0) this.#dispatch(slot, batch);
+      }
     }
   }
 
@@ -396,12 +421,12 @@ class WorkerPool implements Sandbox {
       (s) => s !== undefined && !s.dead && (s.loaded.has(entry.id) || s.loading.has(entry.id)),
     );
     if (held) return;
-    for (let i = this.#queue.length - 1; i >= 0; i--) {
-      const call = this.#queue[i]!;
-      if (call.entry !== entry) continue;
-      this.#queue.splice(i, 1);
+    const orphan = (call: Call) => call.entry === entry;
+    for (const call of [...this.#queue.filter(orphan), ...this.#background.filter(orphan)]) {
       call.reject(fromWire(error, entry.source.name));
     }
+    this.#queue = this.#queue.filter((call) => !orphan(call));
+    this.#background = this.#background.filter((call) => !orphan(call));
   }
 
   #sendLoad(slot: Slot, entry: Entry): void {
@@ -505,7 +530,9 @@ class WorkerPool implements Sandbox {
             }),
         );
       }
-      this.#queue = [...batch.filter((_, i) => i !== running), ...this.#queue];
+      const again = batch.filter((_, i) => i !== running);
+      this.#queue = [...again.filter((c) => !c.background), ...this.#queue];
+      this.#background = [...again.filter((c) => c.background), ...this.#background];
     }
     void slot.worker.terminate().catch(() => undefined);
     if (this.#closed) return;
@@ -531,7 +558,9 @@ class WorkerPool implements Sandbox {
           aggregate_type: name,
           reason: ProgramFailure.Unavailable,
         });
-      for (const call of this.#queue.splice(0)) call.reject(unavailable(call.entry.source.name));
+      for (const call of [...this.#queue.splice(0), ...this.#background.splice(0)]) {
+        call.reject(unavailable(call.entry.source.name));
+      }
       if (this.#startFailures >= this.#slots.length) {
         for (const entry of [...this.#entries.values()]) {
           if (!entry.settled) this.#refuse(entry, unavailable(entry.source.name));
@@ -551,9 +580,12 @@ class WorkerPool implements Sandbox {
 class PooledProgram implements AggregateProgram {
   readonly hash: string;
   readonly applyHash: string;
-  readonly #run: (op: Op, args: readonly string[]) => Promise<string>;
+  readonly #run: (op: Op, args: readonly string[], background: boolean) => Promise<string>;
 
-  constructor(source: ProgramSource, run: (op: Op, args: readonly string[]) => Promise<string>) {
+  constructor(
+    source: ProgramSource,
+    run: (op: Op, args: readonly string[], background: boolean) => Promise<string>,
+  ) {
     this.hash = createHash("sha256")
       .update(source.decide.hash + source.apply.hash)
       .digest("hex");
@@ -563,13 +595,26 @@ class PooledProgram implements AggregateProgram {
 
   async decide(stateJson: string, command: JsonObject, context: DecideContext): Promise<DecideOutcome> {
     return parseDecideReply(
-      await this.#run(Op.decide, [stateJson, JSON.stringify(command), JSON.stringify(context)]),
+      await this.#run(Op.decide, [stateJson, JSON.stringify(command), JSON.stringify(context)], false),
     );
   }
 
-  async applyAll(stateJson: string, events: readonly JsonObject[]): Promise<string> {
-    return parseApplyAllReply(await this.#run(Op.applyAll, [stateJson, JSON.stringify(events)]));
+  async applyAll(stateJson: string, events: readonly JsonObject[], options?: CallOptions): Promise<string> {
+    return parseApplyAllReply(
+      await this.#run(Op.applyAll, [stateJson, JSON.stringify(events)], options?.background === true),
+    );
   }
+}
+
+/** Up to `max` calls of `queue` that `slot` can run (oldest first), and the rest in order. */
+function take(queue: readonly Call[], slot: Slot, max: number): [Call[], Call[]] {
+  const batch: Call[] = [];
+  const rest: Call[] = [];
+  for (const call of queue) {
+    if (batch.length < max && slot.loaded.has(call.entry.id)) batch.push(call);
+    else rest.push(call);
+  }
+  return [batch, rest];
 }
 
 /** The contract error a thread reported, rebuilt on this side. */

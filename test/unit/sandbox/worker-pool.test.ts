@@ -120,6 +120,28 @@ describe("the worker pool", () => {
     }
   });
 
+  it("runs a command's decide before background work queued ahead of it", async () => {
+    const single = createWorkerSandbox({ size: 1 });
+    try {
+      const bank = await loadProgram(single, BANK_ACCOUNT);
+      const done: string[] = [];
+      const events = Array.from({ length: 200 }, () => ({ type: "deposited", amount: 1 }));
+      const background = Array.from({ length: 40 }, (_, i) =>
+        bank.applyAll(`{"balance":0}`, events, { background: true }).then(() => done.push(`bg${i}`)),
+      );
+      const decide = bank
+        .decide(`{"balance":0}`, { type: "deposit", amount: 1 }, context())
+        .then(() => done.push("decide"));
+      await Promise.all([...background, decide]);
+      expect(done).toHaveLength(41);
+      expect(done[0]).toBe("decide");
+      // Background calls still run, in their order.
+      expect(done.slice(1)).toEqual(Array.from({ length: 40 }, (_, i) => `bg${i}`));
+    } finally {
+      await single.close();
+    }
+  });
+
   it("interrupts an ordinary loop at the deadline without stopping the thread", async () => {
     const started = performance.now();
     const err = await rejection(run("spin"));
