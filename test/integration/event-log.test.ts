@@ -3,6 +3,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   PayloadTooLarge,
+  StreamError,
   VersionConflict,
   type AggregateId,
   type AggregateType,
@@ -134,6 +135,60 @@ describe("event log on JetStream", () => {
     const before = await log.lastSeq(r);
     await expect(log.append(r, commit(r, 0, 1, log.maxPayload), 0)).rejects.toThrow(PayloadTooLarge);
     expect(await log.lastSeq(r)).toBe(before);
+  });
+
+  it("fails an append with StreamError, promptly, when no stream captures the subject", async () => {
+    const bare = await startTestNats();
+    const conn = await connectTest(bare);
+    try {
+      const orphan = createEventLog({ nc: conn, stream, timeoutMs: 5_000 });
+      const started = performance.now();
+      const r = ref();
+      await expect(orphan.append(r, commit(r, 0), 0)).rejects.toThrow(StreamError);
+      await expect(orphan.append(r, commit(r, 0), 0)).rejects.toThrow(/no stream captures/);
+      expect(performance.now() - started).toBeLessThan(2_000);
+    } finally {
+      await conn.close();
+      await bare.stop();
+    }
+  });
+
+  it("fails an append with StreamError after its timeout when nothing acknowledges it", async () => {
+    const bare = await startTestNats();
+    const conn = await connectTest(bare);
+    try {
+      // Something takes the message but is no stream: no ack, no "no responders".
+      const sink = conn.subscribe("tenant.>", { callback: () => undefined });
+      await conn.flush();
+      const silent = createEventLog({ nc: conn, stream, timeoutMs: 300 });
+      const r = ref();
+      const started = performance.now();
+      await expect(silent.append(r, commit(r, 0), 0)).rejects.toThrow(/timeout/);
+      const elapsed = performance.now() - started;
+      expect(elapsed).toBeGreaterThanOrEqual(290);
+      expect(elapsed).toBeLessThan(1_500);
+      sink.unsubscribe();
+      // The waiter still works for the next append (here: another timeout, not a hang).
+      await expect(silent.append(r, commit(r, 0), 0)).rejects.toThrow(StreamError);
+    } finally {
+      await conn.close();
+      await bare.stop();
+    }
+  });
+
+  it("refuses an ack from another stream than its own", async () => {
+    const other = uniqueName("OTHER");
+    const bare = await startTestNats();
+    const conn = await connectTest(bare);
+    try {
+      await ensureEventStream(conn, other, {});
+      const wrong = createEventLog({ nc: conn, stream, timeoutMs: 2_000 });
+      const r = ref();
+      await expect(wrong.append(r, commit(r, 0), 0)).rejects.toThrow(/acknowledged by stream/);
+    } finally {
+      await conn.close();
+      await bare.stop();
+    }
   });
 
   it("refuses to start on an existing stream whose subjects do not cover ours", async () => {
