@@ -90,11 +90,12 @@ export interface CommandHandler {
   /** Forgets every cached aggregate. */
   clearCache(): void;
   /**
-   * The state text of an aggregate at `version`, if this worker holds exactly that version in
-   * its cache (without refreshing it there); for the read model, which would otherwise fold
-   * again what the command path has just folded.
+   * The state text of an aggregate after the commit at stream sequence `seq` (its `version`), if
+   * this worker holds exactly that in its cache (without refreshing it there); for the read
+   * model, which would otherwise fold again what the command path has just folded. Both must
+   * match: a version alone could be another stream's (one deleted and created again).
    */
-  knownState(ref: AggregateRef, version: number): string | undefined;
+  knownState(ref: AggregateRef, version: number, seq: number): string | undefined;
   readonly cachedAggregates: number;
 }
 
@@ -121,9 +122,11 @@ class Handler implements CommandHandler {
     this.#cache.clear();
   }
 
-  knownState(ref: AggregateRef, version: number): string | undefined {
+  knownState(ref: AggregateRef, version: number, seq: number): string | undefined {
     const cached = this.#cache.peek(cacheKey(ref));
-    return cached !== undefined && cached.version === version ? cached.state : undefined;
+    return cached !== undefined && cached.version === version && cached.seq === seq
+      ? cached.state
+      : undefined;
   }
 
   async flush(): Promise<void> {

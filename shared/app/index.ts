@@ -38,7 +38,12 @@ import { startAggregateServices, type AggregateServices, type PoolRouting } from
 import { pooledUuidv7 } from "./uuid.ts";
 import { createSnapshotStore, openSnapshotBucket } from "../snapshot-store/index.ts";
 import { AdminError, startAdminService } from "../admin/index.ts";
-import { answeringPool, decideOwnership } from "../placement/index.ts";
+import {
+  answeringPool,
+  decideOwnership,
+  OwnershipReason,
+  type OwnershipDecision,
+} from "../placement/index.ts";
 import {
   startPlacementSource,
   type PlacementSource,
@@ -190,7 +195,7 @@ export async function startApp({
 
     // Tenant pools: the placement table, watched, decides which tenants this pool answers.
     // Decisions are cached per tenant until the table changes (they are on every request).
-    const owned = new Map<string, boolean>();
+    const owned = new Map<string, OwnershipDecision>();
     const placementLog = log.child({ component: "placement" });
     const placement = await startPlacementSource({
       nc,
@@ -211,17 +216,19 @@ export async function startApp({
     });
     cleanups.push(() => placement.stop());
     view.placement = placement;
+    const decision = (tenant: string): OwnershipDecision => {
+      let known = owned.get(tenant);
+      if (known === undefined) {
+        known = decideOwnership(placement.table(), tenant, config.pool);
+        if (owned.size >= 100_000) owned.clear();
+        owned.set(tenant, known);
+      }
+      return known;
+    };
     const routing: PoolRouting = {
       pool: config.pool,
-      owns: (tenant) => {
-        let serve = owned.get(tenant);
-        if (serve === undefined) {
-          serve = decideOwnership(placement.table(), tenant, config.pool).serve;
-          if (owned.size >= 100_000) owned.clear();
-          owned.set(tenant, serve);
-        }
-        return serve;
-      },
+      owns: (tenant) => decision(tenant).serve,
+      paused: (tenant) => decision(tenant).reason === OwnershipReason.Paused,
       owner: (tenant) => {
         const table = placement.table();
         return table ? answeringPool(table, tenant) : config.pool;
@@ -326,10 +333,11 @@ export async function startApp({
           initialState: fn.initialState,
           queryFields: fn.manifest.query_fields,
           // Commits this worker made are folded already: take the state from its cache.
-          knownState: (tenant: string, id: string, version: number) =>
+          knownState: (tenant: string, id: string, version: number, seq: number) =>
             handler.knownState(
               { tenant_id: tenant, aggregate_type: fn.type, aggregate_id: id } as AggregateRef,
               version,
+              seq,
             ),
         })),
         policy: {

@@ -127,9 +127,11 @@ export async function startPlacementSource(options: PlacementSourceOptions): Pro
   /** Reads the bucket and starts watching it; resolves once the initial values are applied. */
   async function attach(): Promise<void> {
     const kv = await withTimeout(openPlacementBucket(nc, bucket, { replicas: options.replicas }), timeoutMs);
-    // The newest message of the bucket's stream is the last value of its key, so the initial
-    // values are all in once an entry at this revision (or later) has arrived.
-    const last = (await withTimeout(kv.status(), timeoutMs)).streamInfo.state.last_seq;
+    // The initial values are all in once the watcher has delivered the last of them (nothing
+    // pending after it) or an entry at the stream's last sequence. Not the last sequence alone:
+    // a compacted bucket (`nats kv compact`, purged deletes) can have lost that message.
+    const state = (await withTimeout(kv.status(), timeoutMs)).streamInfo.state;
+    const last = state.last_seq;
     const w = await withTimeout(kv.watch(), timeoutMs);
     const entries = new Map<string, PlacementEntry>();
     const problems: Record<string, string> = {};
@@ -141,7 +143,7 @@ export async function startPlacementSource(options: PlacementSourceOptions): Pro
       const built = buildPlacementTable(entries.values());
       publish(built.table, built.warnings);
     };
-    if (last === 0) {
+    if (state.messages === 0) {
       initialized = true;
       revision = 0;
       origin = PlacementOrigin.Kv;
@@ -170,7 +172,7 @@ export async function startPlacementSource(options: PlacementSourceOptions): Pro
             delete problems[e.key];
           }
           revision = Math.max(revision, e.revision);
-          if (!initialized && e.revision >= last) {
+          if (!initialized && (e.delta === 0 || e.revision >= last)) {
             initialized = true;
             origin = PlacementOrigin.Kv;
             apply();

@@ -11,7 +11,7 @@
  * | `active`, pool A                        | answers                        | drops        |
  * | `handover`, pool B, from A, epoch e     | drops new, finishes in flight  | answers      |
  * | `active`, pool B, epoch e + 1           | drops                          | answers      |
- * | `draining`, pool B, from A (a pause)    | drops new, finishes in flight  | drops        |
+ * | `draining`, pool B, from A (a pause)    | drops new, finishes in flight  | answers 503  |
  *
  * From `handover` on, A and B act exactly as they will once the entry is `active` in B: the
  * second write changes nobody's behaviour, so it cannot open a gap or an overlap. Only the first
@@ -19,7 +19,8 @@
  *
  * Non-owners drop a request silently, never with an error reply: an error from a pool that did
  * not apply a command, racing the success of the pool that did, would tell the caller "refused"
- * for a command that was applied.
+ * for a command that was applied. The one exception is the pause: no pool applies the tenant's
+ * commands then, so its target pool (and only it) answers 503 instead of leaving callers to time out.
  */
 import { resolvePool, type PlacementTable, type PoolName } from "./placement-table.ts";
 

@@ -15,8 +15,8 @@
  */
 import type { JetStreamClient, JetStreamManager, JsMsg, MsgRequest } from "@nats-io/jetstream";
 import { LruCache, type Logger } from "../aggregate/index.ts";
-import type { AggregateProgram } from "../sandbox/index.ts";
-import type { JsonObject } from "../contract/index.ts";
+import { ProgramFailure, type AggregateProgram } from "../sandbox/index.ts";
+import { ProgramError, type JsonObject } from "../contract/index.ts";
 import { CommitHeader } from "../naming/index.ts";
 import { rowKey, type CurrentRow, type ReadModelRow, type ReadModelStore } from "./store.ts";
 
@@ -48,7 +48,7 @@ export interface ProjectorOptions {
   readonly knownState?: KnownState;
 }
 
-export type KnownState = (tenant: string, id: string, version: number) => string | undefined;
+export type KnownState = (tenant: string, id: string, version: number, seq: number) => string | undefined;
 
 /** One commit folded into the read model. */
 export interface ProjectedChange {
@@ -197,7 +197,7 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
           try {
             const contiguous = before.version === d.version - d.events.length;
             const state =
-              (contiguous ? options.knownState?.(d.tenant, d.id, d.version) : undefined) ??
+              (contiguous ? options.knownState?.(d.tenant, d.id, d.version, d.seq) : undefined) ??
               (await program.applyAll(before.state, d.events, { background: true }));
             rows.set(key, { tenant: d.tenant, id: d.id, version: d.version, stream_seq: d.seq, state });
             changes.push({
@@ -210,6 +210,9 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
             });
             known = { version: d.version, state };
           } catch (err) {
+            // The sandbox could not run the call at all (a thread stopped, none available): the
+            // commit is fine, so fail the fold and project it again rather than skip it for good.
+            if (sandboxUnavailable(err)) throw err;
             // One broken aggregate must not stop the projection of every other one.
             log.error(
               { err, tenant_id: d.tenant, aggregate_id: d.id, stream_seq: d.seq },
@@ -223,7 +226,11 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
     changes.sort((a, b) => a.stream_seq - b.stream_seq);
     const last = batch.at(-1)!;
     await store.commit(type, [...rows.values()], last.seq);
-    for (const [key, row] of rows) written.set(key, { version: row.version, state: row.state });
+    for (const [key, row] of rows) {
+      // PostgreSQL stores U+0000 as U+FFFD: such a row is read back rather than remembered as written.
+      if (row.state.includes("\\u0000")) written.delete(key);
+      else written.set(key, { version: row.version, state: row.state });
+    }
     checkpoint = last.seq;
     pending = last.info.pending;
     lagMs = Math.max(0, Date.now() - last.info.timestampNanos / 1_000_000);
@@ -444,4 +451,11 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
     stop,
     [Symbol.asyncDispose]: stop,
   };
+}
+
+/** A failure of the sandbox itself rather than of the program on this commit. */
+function sandboxUnavailable(err: unknown): boolean {
+  if (!(err instanceof ProgramError)) return false;
+  const reason = err.fields["reason"];
+  return reason === ProgramFailure.Terminated || reason === ProgramFailure.Unavailable;
 }

@@ -392,6 +392,8 @@ export async function startQueryService(options: QueryServiceOptions): Promise<Q
       if (!ctx.hub.get(id)) throw new Unavailable("the watch ended before it started; watch again");
     } catch (err) {
       ctx.hub.end(id, EndReason.Cancelled, true);
+      // If the watch ended during the snapshot, its onEnd ran before `control` existed.
+      control?.unsubscribe();
       throw err;
     }
     // Reply, then the buffered changes, on one connection: the client gets them in this order.

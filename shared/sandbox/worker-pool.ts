@@ -102,6 +102,11 @@ const MAX_BATCH = 32;
  * while a thread runs background work waits for that batch, so it stays short.
  */
 const MAX_BACKGROUND_BATCH = 8;
+/**
+ * A background call that has waited this long gets a thread even while foreground calls wait
+ * (one batch per hand-out), so a saturated worker still folds its read model.
+ */
+const BACKGROUND_MAX_WAIT_MS = 50;
 
 /** Creates the pool; threads start at once, programs load into each as they are loaded here. */
 export function createWorkerSandbox(opts: WorkerSandboxOptions = {}): Sandbox {
@@ -143,6 +148,8 @@ interface Call {
   readonly op: Op;
   readonly args: readonly string[];
   readonly background: boolean;
+  /** performance.now() when it was queued (background calls age into a turn). */
+  readonly queuedAt: number;
   resolve(reply: string): void;
   reject(err: Error): void;
 }
@@ -249,7 +256,16 @@ class WorkerPool implements Sandbox {
     const entry = this.#entries.get(programId);
     if (entry === undefined) return Promise.reject(new Unavailable("the program is no longer loaded"));
     return new Promise<string>((resolve, reject) => {
-      const call = { id: this.#nextId++, entry, op, args, background, resolve, reject };
+      const call = {
+        id: this.#nextId++,
+        entry,
+        op,
+        args,
+        background,
+        queuedAt: performance.now(),
+        resolve,
+        reject,
+      };
       if (background) this.#background.push(call);
       else this.#queue.push(call);
       // Wait for the rest of this turn's calls, then hand them out together.
@@ -264,15 +280,27 @@ class WorkerPool implements Sandbox {
 
   /**
    * Hands queued calls to idle threads, oldest call first, an even share to each. Background
-   * calls go only to a thread that has no foreground call to run, a few at a time.
+   * calls go only to a thread that has no foreground call to run, a few at a time, except that
+   * once the oldest has waited BACKGROUND_MAX_WAIT_MS one thread takes a background batch anyway.
    */
   #pump(): void {
     if (this.#queue.length === 0 && this.#background.length === 0) return;
     const idle = this.#slots.filter(
       (s): s is Slot => s !== undefined && s.ready && !s.dead && s.batch === undefined,
     );
+    const oldest = this.#background[0];
+    let backgroundTurn = oldest !== undefined && performance.now() - oldest.queuedAt > BACKGROUND_MAX_WAIT_MS;
     for (let k = 0; k < idle.length; k++) {
       const slot = idle[k]!;
+      if (backgroundTurn) {
+        backgroundTurn = false;
+        const [batch, rest] = take(this.#background, slot, MAX_BACKGROUND_BATCH);
+        this.#background = rest;
+        if (batch.length > 0) {
+          this.#dispatch(slot, batch);
+          continue;
+        }
+      }
       if (this.#queue.length > 0) {
         const share = Math.min(MAX_BATCH, Math.ceil(this.#queue.length / (idle.length - k)));
         const [batch, rest] = take(this.#queue, slot, share);
@@ -331,6 +359,7 @@ class WorkerPool implements Sandbox {
     this.#replace(
       slot,
       false,
+      index,
       new ProgramError(
         `${name}: timed out after ${limits.timeoutMs} ms (the watchdog stopped its thread ${this.#settings.graceMs} ms later)`,
         { aggregate_type: name, reason: ProgramFailure.Timeout },
@@ -512,14 +541,15 @@ class WorkerPool implements Sandbox {
    * running fails (with `failure`, or as "terminated"); the rest of its batch goes back to the
    * front of the queue.
    */
-  #replace(slot: Slot, failedToStart: boolean, failure?: ProgramError): void {
+  #replace(slot: Slot, failedToStart: boolean, running?: number, failure?: ProgramError): void {
     this.#bury(slot);
     const batch = slot.batch;
     slot.batch = undefined;
     clearTimeout(slot.timer);
     if (batch !== undefined) {
-      const running = slot.progress.read().index;
-      const call = batch[running];
+      // The call the watchdog judged, or the one running when the thread died on its own.
+      const index = running ?? slot.progress.read().index;
+      const call = batch[index];
       if (call !== undefined) {
         const { name } = call.entry.source;
         call.reject(
@@ -530,7 +560,7 @@ class WorkerPool implements Sandbox {
             }),
         );
       }
-      const again = batch.filter((_, i) => i !== running);
+      const again = batch.filter((_, i) => i !== index);
       this.#queue = [...again.filter((c) => !c.background), ...this.#queue];
       this.#background = [...again.filter((c) => c.background), ...this.#background];
     }

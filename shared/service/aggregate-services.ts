@@ -60,6 +60,11 @@ export interface PoolRouting {
   readonly pool: string;
   /** Whether this pool answers the tenant now (the placement table's decision). */
   owns(tenant: TenantId): boolean;
+  /**
+   * Whether the tenant is paused (`draining`) with this pool as its target: no pool takes its
+   * commands, so this one, and only this one, answers 503 instead of leaving the caller to time out.
+   */
+  paused(tenant: TenantId): boolean;
   /** The pool answering the tenant now; undefined while it is paused. */
   owner(tenant: TenantId): string | undefined;
 }
@@ -126,7 +131,12 @@ export async function startAggregateServices(options: AggregateServicesOptions):
    * tenant comes from the header alone; a request whose header is invalid is answered (with the
    * 400) by the pool of the default tenant, so that it too gets exactly one reply.
    */
-  const admit = (type: AggregateType, endpoint: "submit" | "get", msg: ServiceMsg, own: boolean): boolean => {
+  const admit = (
+    type: AggregateType,
+    endpoint: "submit" | "get",
+    msg: ServiceMsg,
+    own: boolean,
+  ): boolean | AggregateError => {
     if (!routing) return true;
     const c = counters.get(type)!;
     let tenant: TenantId;
@@ -136,6 +146,10 @@ export async function startAggregateServices(options: AggregateServicesOptions):
       tenant = policy.defaultTenant;
     }
     if (routing.owns(tenant)) return true;
+    // Nobody applies the tenant's commands while it is paused, so this reply races no success.
+    if (routing.paused(tenant)) {
+      return new Unavailable("the tenant is paused while it moves between pools; retry shortly");
+    }
     if (!own) {
       // Another pool answers it; any reply from here could race that pool's.
       c.not_owner++;
@@ -178,12 +192,14 @@ export async function startAggregateServices(options: AggregateServicesOptions):
         log.error({ err, aggregate_type: type, endpoint }, "endpoint subscription failed");
         return;
       }
-      if (!admit(type, endpoint, msg, own)) return;
+      const admitted = admit(type, endpoint, msg, own);
+      if (admitted === false) return;
       inFlight++;
       const c = counters.get(type)!;
       c.in_flight++;
       c.requests++;
-      void run(type, endpoint, msg, work).finally(() => {
+      const task = admitted === true ? work : (): Promise<unknown> => Promise.reject(admitted);
+      void run(type, endpoint, msg, task).finally(() => {
         inFlight--;
         c.in_flight--;
         if (inFlight === 0) for (const resolve of idle.splice(0)) resolve();

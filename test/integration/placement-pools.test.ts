@@ -128,6 +128,24 @@ describe("placement from the TENANT_PLACEMENT bucket", () => {
     expect(a.nc.info?.client_id).toBe(clientId);
   });
 
+  it("answers a paused tenant's command once, with 503, from its target pool, and applies nothing", async () => {
+    await putAndWait("tenant.initech", { pool: "b", epoch: 1 });
+    expect(await answeredBy("initech")).toBe("b");
+    await putAndWait("tenant.initech", { pool: "b", state: "draining", from: "a", epoch: 1 });
+    const before = { a: counters(a), b: counters(b) };
+    const reply = await deposit("initech");
+    expect(reply).not.toBe("timeout");
+    if (reply === "timeout") return;
+    expect(reply.status).toBe(503);
+    expect(JSON.stringify(reply.body)).toMatch(/paused/);
+    const after = { a: counters(a), b: counters(b) };
+    expect(after.a.ok + after.b.ok).toBe(before.a.ok + before.b.ok);
+    expect(after.b.errors - before.b.errors).toBe(1);
+    expect(after.a.errors - before.a.errors).toBe(0);
+    await putAndWait("tenant.initech", { pool: "b", epoch: 2 });
+    expect(await answeredBy("initech")).toBe("b");
+  });
+
   it("refuses a write based on an old revision (compare-and-set)", async () => {
     const current = (await store.get("tenant.acme"))!;
     await expect(store.put("tenant.acme", { pool: "a" }, current.revision - 1)).rejects.toThrow(

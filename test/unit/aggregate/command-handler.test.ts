@@ -81,13 +81,15 @@ describe("command handler", () => {
   it("knows the cached state at exactly the cached version, and nothing else", async () => {
     const { handler } = setup({ cacheSize: 1 });
     const first = command({ type: "deposit", amount: 5 });
-    await handler.submit(first);
-    expect(JSON.parse(handler.knownState(ref(first), 1)!)).toEqual({ balance: 5, status: "open" });
-    expect(handler.knownState(ref(first), 2)).toBeUndefined();
-    expect(handler.knownState(ref(first), 0)).toBeUndefined();
+    const { stream_seq: seq } = await handler.submit(first);
+    expect(JSON.parse(handler.knownState(ref(first), 1, seq!)!)).toEqual({ balance: 5, status: "open" });
+    expect(handler.knownState(ref(first), 2, seq!)).toBeUndefined();
+    expect(handler.knownState(ref(first), 0, seq!)).toBeUndefined();
+    // Same version, another commit (a stream created again): unknown.
+    expect(handler.knownState(ref(first), 1, seq! + 1000)).toBeUndefined();
     // Evicted (cache of one): unknown.
     await handler.submit(command({ type: "deposit", amount: 1 }));
-    expect(handler.knownState(ref(first), 1)).toBeUndefined();
+    expect(handler.knownState(ref(first), 1, seq!)).toBeUndefined();
   });
 
   it("appends one commit per command and replies with enveloped events", async () => {

@@ -22,4 +22,19 @@ describe("pooled UUID v7", () => {
     expect(ms).toBeGreaterThanOrEqual(before);
     expect(ms).toBeLessThanOrEqual(Date.now());
   });
+
+  it("sorts in the order the ids were made, also within one millisecond and when the clock goes back", () => {
+    const next = pooledUuidv7();
+    const ids = Array.from({ length: 2_000 }, () => next());
+    expect([...ids].sort()).toEqual(ids);
+    let t = 1_000_000;
+    const clock = pooledUuidv7(() => t);
+    const a = clock();
+    t -= 5; // the clock steps back: ids still count up
+    const b = clock();
+    t += 100;
+    const c = clock();
+    expect([a, b, c]).toEqual([a, b, c].sort());
+    expect(new Set([a, b, c]).size).toBe(3);
+  });
 });

@@ -142,6 +142,50 @@ describe("the worker pool", () => {
     }
   });
 
+  it("never stops a thread for a call that finished while the main thread was busy", async () => {
+    const single = createWorkerSandbox({ size: 1, graceMs: 20 });
+    try {
+      const bank = await loadProgram(single, BANK_ACCOUNT, { timeoutMs: 50, memoryMb: 32 });
+      await bank.decide(`{"balance":0}`, { type: "deposit", amount: 1 }, context());
+      const call = bank.decide(`{"balance":0}`, { type: "deposit", amount: 1 }, context());
+      // Once the batch is out, block this thread well past timeout + grace: the thread answers
+      // within a millisecond, and its answer waits behind the overdue watchdog timer.
+      setImmediate(() =>
+        setImmediate(() => {
+          const end = Date.now() + 300;
+          while (Date.now() < end);
+        }),
+      );
+      expect((await call).events).toHaveLength(1);
+    } finally {
+      await single.close();
+    }
+  });
+
+  it("runs background work under a steady foreground load too (it ages into a turn)", async () => {
+    const single = createWorkerSandbox({ size: 1 });
+    try {
+      const bank = await loadProgram(single, BANK_ACCOUNT);
+      let stop = false;
+      const loop = async () => {
+        while (!stop) await bank.decide(`{"balance":0}`, { type: "deposit", amount: 1 }, context());
+      };
+      const loaders = Array.from({ length: 40 }, loop);
+      await new Promise((r) => setTimeout(r, 100));
+      const started = performance.now();
+      const folded = await bank.applyAll(`{"balance":0}`, [{ type: "deposited", amount: 3 }], {
+        background: true,
+      });
+      const waited = performance.now() - started;
+      stop = true;
+      await Promise.all(loaders);
+      expect(JSON.parse(folded)).toMatchObject({ balance: 3 });
+      expect(waited).toBeLessThan(1_000);
+    } finally {
+      await single.close();
+    }
+  });
+
   it("interrupts an ordinary loop at the deadline without stopping the thread", async () => {
     const started = performance.now();
     const err = await rejection(run("spin"));
