@@ -35,8 +35,9 @@ export const CommitHeader = {
 } as const;
 
 /**
- * Set on a request a worker forwarded from its pool's own subject to the owning pool's: the
- * receiver serves it whatever its own table says, so a request is forwarded at most once.
+ * Set on a request a worker forwarded to the owning pool, naming the forwarding pool. For logs
+ * only: what makes a request "forwarded" is the subject it arrives on (`poolForwardSubject`),
+ * which only workers may publish to; a header anyone can set.
  */
 export const ForwardedHeader = "Aggregate-Forwarded-By";
 
@@ -121,6 +122,16 @@ export function watchControlSubjects(type: AggregateType, subscriptionId: string
  */
 export function watchForwardSubject(type: AggregateType): string {
   return `aggregate.${type}.watch.projector`;
+}
+
+/**
+ * Where a worker forwards a request that came to its pool's own subject for a tenant another pool
+ * owns: `aggregate.<type>.<verb>.<pool>.forwarded`. The owning pool serves what arrives here
+ * whatever its own table says, so a request is forwarded at most once. Gateways cannot publish
+ * here (their permission `aggregate.*.submit.*` covers one token less), so they cannot skip routing.
+ */
+export function poolForwardSubject(type: AggregateType, verb: "submit" | "get", pool: string): string {
+  return `aggregate.${type}.${verb}.${pool}.forwarded`;
 }
 
 /**

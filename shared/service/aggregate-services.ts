@@ -21,6 +21,7 @@ import {
   endpointSubject,
   ForwardedHeader,
   poolEndpointSubject,
+  poolForwardSubject,
   poolQueueGroup,
   serviceName,
 } from "../naming/index.ts";
@@ -56,6 +57,10 @@ export interface RequestOutcome {
  * subjects (`aggregate.<type>.submit.<pool>`) serve what this pool owns and forward the rest,
  * once, to the owning pool's subject.
  */
+/** The subject a request came on: the shared endpoint, this pool's own, or forwarded by a pool. */
+const Via = { Shared: "shared", Own: "own", Forwarded: "forwarded" } as const;
+type Via = (typeof Via)[keyof typeof Via];
+
 export interface PoolRouting {
   readonly pool: string;
   /** Whether this pool answers the tenant now (the placement table's decision). */
@@ -135,7 +140,7 @@ export async function startAggregateServices(options: AggregateServicesOptions):
     type: AggregateType,
     endpoint: "submit" | "get",
     msg: ServiceMsg,
-    own: boolean,
+    via: Via,
   ): boolean | AggregateError => {
     if (!routing) return true;
     const c = counters.get(type)!;
@@ -150,21 +155,22 @@ export async function startAggregateServices(options: AggregateServicesOptions):
     if (routing.paused(tenant)) {
       return new Unavailable("the tenant is paused while it moves between pools; retry shortly");
     }
-    if (!own) {
+    // Forwarded by a pool that saw this one as the owner: served wherever it lands, so that a
+    // request travels at most once even while two pools' tables disagree.
+    if (via === Via.Forwarded) return true;
+    if (via === Via.Shared) {
       // Another pool answers it; any reply from here could race that pool's.
       c.not_owner++;
       return false;
     }
-    // On this pool's own subject: sent by a gateway whose table is older than ours. A request
-    // forwarded once is served wherever it lands, so it never travels in circles.
-    if (msg.headers?.get(ForwardedHeader)) return true;
+    // On this pool's own subject: sent by a gateway whose table is older than ours.
     const owner = routing.owner(tenant);
     if (owner === undefined || owner === routing.pool) {
       c.not_owner++;
       return false;
     }
     c.forwarded++;
-    forward(msg, poolEndpointSubject(type, endpoint, owner), routing.pool);
+    forward(msg, poolForwardSubject(type, endpoint, owner), routing.pool);
     return false;
   };
 
@@ -185,14 +191,14 @@ export async function startAggregateServices(options: AggregateServicesOptions):
       type: AggregateType,
       endpoint: "submit" | "get",
       work: (msg: ServiceMsg, known: KnownIds) => Promise<unknown>,
-      own = false,
+      via: Via = Via.Shared,
     ) =>
     (err: Error | null, msg: ServiceMsg): void => {
       if (err) {
         log.error({ err, aggregate_type: type, endpoint }, "endpoint subscription failed");
         return;
       }
-      const admitted = admit(type, endpoint, msg, own);
+      const admitted = admit(type, endpoint, msg, via);
       if (admitted === false) return;
       inFlight++;
       const c = counters.get(type)!;
@@ -316,7 +322,16 @@ export async function startAggregateServices(options: AggregateServicesOptions):
         subject: poolEndpointSubject(type, "submit", routing.pool),
         metadata: { description: `handle one command (pool ${routing.pool})`, pool: routing.pool },
         ...queue,
-        handler: serve(type, "submit", submit, true),
+        handler: serve(type, "submit", submit, Via.Own),
+      });
+      service.addEndpoint("submit-forwarded", {
+        subject: poolForwardSubject(type, "submit", routing.pool),
+        metadata: {
+          description: `commands other pools forwarded (pool ${routing.pool})`,
+          pool: routing.pool,
+        },
+        ...queue,
+        handler: serve(type, "submit", submit, Via.Forwarded),
       });
       service.addEndpoint("get-pool", {
         subject: poolEndpointSubject(type, "get", routing.pool),
@@ -325,7 +340,16 @@ export async function startAggregateServices(options: AggregateServicesOptions):
           pool: routing.pool,
         },
         ...queue,
-        handler: serve(type, "get", get, true),
+        handler: serve(type, "get", get, Via.Own),
+      });
+      service.addEndpoint("get-forwarded", {
+        subject: poolForwardSubject(type, "get", routing.pool),
+        metadata: {
+          description: `state reads other pools forwarded (pool ${routing.pool})`,
+          pool: routing.pool,
+        },
+        ...queue,
+        handler: serve(type, "get", get, Via.Forwarded),
       });
     }
     services.push(service);

@@ -147,6 +147,16 @@ describe("the placement table (TENANT_PLACEMENT)", () => {
     await expect(
       adminRequest(gateway, "all", "status", {}, { token: "x".repeat(16), maxWaitMs: 500 }),
     ).rejects.toSatisfy(isDenied);
+    // a pool's forwarding subject is the workers' only: a gateway cannot skip routing with it
+    await expect(
+      request(
+        gateway,
+        "aggregate.bank-account.submit.default.forwarded",
+        { payload: { type: "deposit", amount: 1 } },
+        { "x-tenant-id": "acme" },
+        1_000,
+      ),
+    ).rejects.toSatisfy(isDenied);
     // a pool's own subject is the gateway's to use
     const reply = await request(
       gateway,

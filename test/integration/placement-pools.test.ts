@@ -200,6 +200,17 @@ describe("placement from the TENANT_PLACEMENT bucket", () => {
     expect(counters(a).forwarded - before.a.forwarded).toBe(1);
     expect(counters(b).ok - before.b.ok).toBe(1);
     expect(counters(a).ok - before.a.ok).toBe(0);
+    // A forwarding header from the caller changes nothing: only the forwarding subject counts.
+    const forged = await request(
+      nc,
+      `${SUBMIT}.a`,
+      { payload: { type: "deposit", amount: 1 } },
+      { "x-tenant-id": "acme", "Aggregate-Forwarded-By": "b" },
+      2_000,
+    );
+    expect(forged.status).toBeUndefined();
+    expect(counters(a).ok - before.a.ok).toBe(0);
+    expect(counters(b).ok - before.b.ok).toBe(2);
   });
 
   it("answers an invalid tenant header exactly once (from the default tenant's pool)", async () => {
