@@ -134,11 +134,23 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
   };
 
   async function fold(batch: JsMsg[]): Promise<void> {
-    const decoded = batch.flatMap((m) => {
+    const decoded = batch.flatMap((m): DecodedCommit[] => {
       const tokens = m.subject.split(".");
       const token = tokens[1];
       const id = tokens[4];
       const version = Number(m.headers?.get(CommitHeader.Version));
+      if (token === undefined || id === undefined || !Number.isSafeInteger(version)) {
+        log.error(
+          { stream_seq: m.seq, subject: m.subject },
+          "commit without a version or aggregate id; skipped",
+        );
+        return [];
+      }
+      const tenant = token === "_" ? "" : token;
+      // The state after this very commit, when the command path of this process made it: then
+      // the commit's body is not even parsed.
+      const known = options.knownState?.(tenant, id, version, m.seq);
+      if (known !== undefined) return [{ tenant, id, version, known, events: undefined, seq: m.seq }];
       let events: JsonObject[];
       try {
         events = (m.json<{ events?: Array<{ payload?: JsonObject }> }>().events ?? []).map(
@@ -148,15 +160,7 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
         log.error({ err, stream_seq: m.seq, subject: m.subject }, "commit is not JSON; skipped");
         return [];
       }
-      if (token === undefined || id === undefined || !Number.isSafeInteger(version)) {
-        log.error(
-          { stream_seq: m.seq, subject: m.subject },
-          "commit without a version or aggregate id; skipped",
-        );
-        return [];
-      }
-      const tenant = token === "_" ? "" : token;
-      return [{ tenant, id, version, events, seq: m.seq }];
+      return [{ tenant, id, version, known: undefined, events, seq: m.seq }];
     });
     const current = new Map<string, CurrentRow>();
     const unknown = new Map<string, { tenant: string; id: string }>();
@@ -188,17 +192,15 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
         for (const d of commits) {
           const before: CurrentRow = known ?? { version: 0, state: options.initialState };
           if (before.version >= d.version) continue; // redelivered or already projected
-          if (before.version !== d.version - d.events.length) {
+          if (d.events !== undefined && before.version !== d.version - d.events.length) {
             log.warn(
               { tenant_id: d.tenant, aggregate_id: d.id, stored_version: before.version, version: d.version },
               "commit does not follow the projected version",
             );
           }
           try {
-            const contiguous = before.version === d.version - d.events.length;
             const state =
-              (contiguous ? options.knownState?.(d.tenant, d.id, d.version, d.seq) : undefined) ??
-              (await program.applyAll(before.state, d.events, { background: true }));
+              d.known ?? (await program.applyAll(before.state, d.events ?? [], { background: true }));
             rows.set(key, { tenant: d.tenant, id: d.id, version: d.version, stream_seq: d.seq, state });
             changes.push({
               tenant: d.tenant,
@@ -451,6 +453,18 @@ export async function startProjector(options: ProjectorOptions): Promise<Project
     stop,
     [Symbol.asyncDispose]: stop,
   };
+}
+
+/** A commit as a fold uses it. */
+interface DecodedCommit {
+  readonly tenant: string;
+  readonly id: string;
+  readonly version: number;
+  readonly seq: number;
+  /** The state after the commit, when this process's command path already knows it. */
+  readonly known: string | undefined;
+  /** The events' payloads; parsed only when the state is not known. */
+  readonly events: JsonObject[] | undefined;
 }
 
 /** A failure of the sandbox itself rather than of the program on this commit. */
