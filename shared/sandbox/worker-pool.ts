@@ -268,7 +268,13 @@ class WorkerPool implements Sandbox {
       };
       if (background) this.#background.push(call);
       else this.#queue.push(call);
-      // Wait for the rest of this turn's calls, then hand them out together.
+      // Every thread idle and nothing else waiting: this call goes now (a command alone pays no
+      // extra turn of the event loop). Otherwise wait for the rest of this turn's calls, then
+      // hand them out together.
+      if (!background && this.#queue.length === 1 && this.#allIdle()) {
+        this.#pump();
+        return;
+      }
       if (this.#pumpScheduled) return;
       this.#pumpScheduled = true;
       setImmediate(() => {
@@ -276,6 +282,10 @@ class WorkerPool implements Sandbox {
         this.#pump();
       });
     });
+  }
+
+  #allIdle(): boolean {
+    return this.#slots.every((s) => s !== undefined && s.ready && !s.dead && s.batch === undefined);
   }
 
   /**
