@@ -212,6 +212,11 @@ export interface ServiceHandle extends ChildHandle {
   metric(name: string): Promise<number | undefined>;
   /** Log lines at warn or above that the service printed. */
   readonly warnings: string[];
+  /**
+   * Waits until the read model of every type has folded every commit of the stream (`/ready`'s
+   * `projections`: `pending` 0 after a delivery); resolves to the milliseconds waited.
+   */
+  readModelCaughtUp(timeoutMs: number): Promise<number>;
 }
 
 /**
@@ -301,6 +306,21 @@ export async function startService(options: ServiceOptions): Promise<ServiceHand
       const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
       if (!m) throw new Error("VmRSS not found");
       return Number(m[1]) * 1024;
+    },
+    async readModelCaughtUp(timeoutMs: number) {
+      const started = performance.now();
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const body = (await (await fetch(`${base}/ready`)).json()) as {
+          projections?: Array<{ projecting: boolean; pending: number; checkpoint: number }>;
+        };
+        const all = body.projections ?? [];
+        if (all.every((p) => p.projecting && p.pending === 0 && p.checkpoint > 0)) {
+          return performance.now() - started;
+        }
+        if (Date.now() > until) throw new Error(`read model not caught up within ${timeoutMs} ms`);
+        await sleep(200);
+      }
     },
     async metric(name: string) {
       const text = await (await fetch(`${base}/metrics`)).text();
