@@ -79,6 +79,14 @@ interface LoadedAggregate {
   readonly recent: RecentCommands;
 }
 
+/**
+ * A commit lists its 16 latest predecessors and every 16th one further back, 5 of them
+ * (`Aggregate-Previous-Seqs`, about 150 bytes): a reader loads up to ~100 commits after a snapshot
+ * in three rounds of parallel gets by sequence instead of scanning the stream for them.
+ */
+const PREVIOUS_SEQS_MAX = 16;
+const PREVIOUS_SEQS_FAR = 5;
+
 /** Events per sandbox call during rehydration: bounds one call's time and message size. */
 const APPLY_CHUNK = 1000;
 
@@ -259,6 +267,7 @@ class Handler implements CommandHandler {
             traceparent: command.traceparent,
             tracestate: command.tracestate,
             program: runtime.program.hash,
+            previous_seqs: previousSeqs(agg),
           },
           agg.seq,
         );
@@ -540,6 +549,21 @@ function sameProgram(hash: string, runtime: AggregateTypeRuntime): boolean {
     hash === runtime.program.applyHash ||
     (runtime.compatibleApply ?? []).some((prefix) => hash.startsWith(prefix))
   );
+}
+
+/**
+ * The sequences of the aggregate's latest commits, newest first, for the next commit's
+ * `Aggregate-Previous-Seqs`: only when the idempotency record runs up to the aggregate's last
+ * commit (it always does once loaded; the check keeps a wrong list out of the log).
+ */
+function previousSeqs(agg: LoadedAggregate): number[] {
+  const seqs = agg.recent.lastSeqs(PREVIOUS_SEQS_MAX + PREVIOUS_SEQS_FAR * PREVIOUS_SEQS_MAX);
+  if (seqs[0] !== agg.seq) return [];
+  const near = seqs.slice(0, PREVIOUS_SEQS_MAX);
+  // Every 16th further back: a reader fetches those in its second round, and their own lists in
+  // its third, so up to 100 commits load in three rounds of parallel gets.
+  for (let i = 2 * PREVIOUS_SEQS_MAX - 1; i < seqs.length; i += PREVIOUS_SEQS_MAX) near.push(seqs[i]!);
+  return near;
 }
 
 function cacheKey(ref: AggregateRef): string {

@@ -59,6 +59,14 @@ export class RecentCommands {
     return new RecentCommands(this.#window, this.#order);
   }
 
+  /** Stream sequences of the newest `max` commands, newest first. */
+  lastSeqs(max: number): number[] {
+    const out: number[] = [];
+    for (let i = this.#order.length - 1; i >= 0 && out.length < max; i--)
+      out.push(this.#order[i]!.stream_seq);
+    return out;
+  }
+
   /** Oldest first, as stored in snapshots. */
   toArray(): AppliedCommand[] {
     return [...this.#order];

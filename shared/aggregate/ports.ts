@@ -31,6 +31,8 @@ export interface NewCommit {
   readonly tracestate?: string | undefined;
   /** Content hash of the program that decided it. */
   readonly program?: string | undefined;
+  /** Stream sequences of the aggregate's commits just before this one, newest first (may be empty). */
+  readonly previous_seqs?: readonly number[];
 }
 
 /** A commit as read back from the log. */

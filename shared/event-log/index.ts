@@ -165,6 +165,9 @@ class JetStreamEventLog implements EventLog {
     if (commit.traceparent) h.set(CommitHeader.TraceParent, commit.traceparent);
     if (commit.tracestate) h.set(CommitHeader.TraceState, commit.tracestate);
     if (commit.program) h.set(CommitHeader.Program, commit.program);
+    if (commit.previous_seqs && commit.previous_seqs.length > 0) {
+      h.set(CommitHeader.PreviousSeqs, commit.previous_seqs.join(","));
+    }
 
     // Headers travel in the same message: count them (generously) against the limit.
     const headerBytes =
@@ -248,6 +251,28 @@ class JetStreamEventLog implements EventLog {
 
   async readAfter(ref: AggregateRef, afterSeq: number, untilSeq: number): Promise<StoredCommit[]> {
     const subject = aggregateSubject(ref.tenant_id, ref.aggregate_type, ref.aggregate_id);
+    let linked;
+    try {
+      // The commits name their predecessors: fetch them by sequence, many at a time. Whatever
+      // that cannot vouch for (older commits without the header, a list that does not chain) is
+      // scanned for, up to the commit before the oldest one linked.
+      linked = await this.#readLinked(subject, afterSeq, untilSeq);
+    } catch (err) {
+      if (err instanceof RehydrationError) throw err;
+      throw new StreamError(
+        `reading the commits of ${subject} failed: ${errorText(err)}`,
+        {},
+        { cause: err },
+      );
+    }
+    if (linked.complete) return linked.commits;
+    const until = linked.commits.length > 0 ? linked.before : untilSeq;
+    const rest = until > afterSeq ? await this.#scan(subject, afterSeq, until) : [];
+    return [...rest, ...linked.commits];
+  }
+
+  /** The commits of `subject` in (afterSeq, untilSeq], found by subject (the server scans for them). */
+  async #scan(subject: string, afterSeq: number, untilSeq: number): Promise<StoredCommit[]> {
     const out: StoredCommit[] = [];
     let cursor = afterSeq;
     try {
@@ -309,6 +334,75 @@ class JetStreamEventLog implements EventLog {
     }
   }
 
+  /**
+   * Fetches the commits of `subject` in (afterSeq, untilSeq] by sequence, following
+   * `Aggregate-Previous-Seqs` (each commit names its recent predecessors and a few further back),
+   * a round of parallel direct gets per hop: a direct get by sequence costs the server one lookup,
+   * a get or consumer by subject scans every message in between. The result is the chain that
+   * links back from `untilSeq` through `Nats-Expected-Last-Subject-Sequence` (each commit's
+   * predecessor), so a wrong or foreign list cannot put a commit in it; `complete` when the chain
+   * reaches `afterSeq`, else `before` is where the caller must scan up to.
+   */
+  async #readLinked(
+    subject: string,
+    afterSeq: number,
+    untilSeq: number,
+  ): Promise<{ commits: StoredCommit[]; complete: boolean; before: number }> {
+    if (untilSeq <= afterSeq) return { commits: [], complete: true, before: afterSeq };
+    const bySeq = new Map<number, LinkedMsg>();
+    const tried = new Set<number>();
+    // Direct gets on the event log's own inbox (as its appends): nats.js's request path costs
+    // about as much client CPU per get as the server's lookup.
+    const directGet = `$JS.API.DIRECT.GET.${this.#stream}`;
+    const get = async (seq: number): Promise<LinkedMsg | undefined> => {
+      try {
+        const reply = await this.#acks.publish(
+          directGet,
+          encoder.encode(`{"seq":${seq}}`),
+          undefined,
+          this.#timeoutMs,
+        );
+        const h = reply.headers;
+        if (!h || h.hasError || h.get("Nats-Subject") !== subject) return undefined;
+        return { seq: Number(h.get("Nats-Sequence")), subject, header: h, data: reply.data };
+      } catch {
+        return undefined; // gone, or not on this replica yet: the scan decides
+      }
+    };
+    let frontier = [untilSeq];
+    while (frontier.length > 0 && tried.size < LINKED_READ_MAX) {
+      for (const seq of frontier) tried.add(seq);
+      const next = new Set<number>();
+      for (const m of await Promise.all(frontier.map(get))) {
+        if (!m) continue;
+        bySeq.set(m.seq, m);
+        for (const seq of previousSeqs(m)) {
+          if (seq > afterSeq && seq < untilSeq && !tried.has(seq)) next.add(seq);
+        }
+      }
+      frontier = [...next];
+    }
+    const kept: LinkedMsg[] = [];
+    for (let m = bySeq.get(untilSeq); m !== undefined;) {
+      kept.push(m);
+      const previous = expectedLast(m);
+      if (!(previous > afterSeq) || previous >= m.seq) break;
+      m = bySeq.get(previous);
+    }
+    if (kept.length === 0) return { commits: [], complete: false, before: untilSeq };
+    const oldest = kept.at(-1)!;
+    const before = expectedLast(oldest);
+    const linked = Number.isSafeInteger(before) && before < oldest.seq;
+    return {
+      commits: kept
+        .reverse()
+        .map((m) => parseStored(m.seq, m.subject, m.data, m.header.get(CommitHeader.CommandHash))),
+      complete: linked && before <= afterSeq,
+      // Without a usable pointer, whatever lies before the oldest linked commit is scanned.
+      before: linked ? before : oldest.seq - 1,
+    };
+  }
+
   async #manager(): Promise<JetStreamManager> {
     this.#jsm ??= await jetstreamManager(this.#nc, { timeout: this.#timeoutMs, checkAPI: false });
     return this.#jsm;
@@ -348,13 +442,13 @@ class AckWaiter {
     this.#nc = nc;
   }
 
-  publish(subject: string, body: Uint8Array, headers: MsgHdrs, timeoutMs: number): Promise<Msg> {
+  publish(subject: string, body: Uint8Array, headers: MsgHdrs | undefined, timeoutMs: number): Promise<Msg> {
     this.#start();
     const token = (this.#next++).toString(36);
     return new Promise<Msg>((resolve, reject) => {
       this.#waiting.set(token, { resolve, reject, deadline: Date.now() + timeoutMs });
       try {
-        this.#nc.publish(subject, body, { reply: this.#prefix + token, headers });
+        this.#nc.publish(subject, body, { reply: this.#prefix + token, ...(headers ? { headers } : {}) });
       } catch (err) {
         this.#waiting.delete(token);
         reject(err instanceof Error ? err : new Error(String(err)));
@@ -396,6 +490,33 @@ class AckWaiter {
     for (const waiter of this.#waiting.values()) waiter.reject(err);
     this.#waiting.clear();
   }
+}
+
+/** A message as a direct get by sequence returns it. */
+interface LinkedMsg {
+  readonly seq: number;
+  readonly subject: string;
+  readonly header: MsgHdrs;
+  readonly data: Uint8Array;
+}
+
+/** Most commits one load fetches by sequence before it scans for the rest. */
+const LINKED_READ_MAX = 2_000;
+
+/** The sequences a commit's `Aggregate-Previous-Seqs` names (valid numbers below its own). */
+function previousSeqs(m: LinkedMsg): number[] {
+  const text = m.header.get(CommitHeader.PreviousSeqs);
+  if (text === "") return [];
+  return text
+    .split(",")
+    .map(Number)
+    .filter((seq) => Number.isSafeInteger(seq) && seq > 0 && seq < m.seq);
+}
+
+/** A commit's `Nats-Expected-Last-Subject-Sequence`: its predecessor's sequence; NaN when absent. */
+function expectedLast(m: LinkedMsg): number {
+  const text = m.header.get(CommitHeader.ExpectedLastSubjectSeq);
+  return text === "" ? Number.NaN : Number(text);
 }
 
 function parseStored(seq: number, subject: string, data: Uint8Array, hash: string | undefined): StoredCommit {

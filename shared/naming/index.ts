@@ -29,6 +29,11 @@ export const CommitHeader = {
   Version: "Aggregate-Version",
   CommandHash: "Aggregate-Command-Hash",
   Program: "Aggregate-Program",
+  /**
+   * Stream sequences of the aggregate's commits just before this one, newest first (at most 16): lets a reader fetch an aggregate's recent commits by sequence, in parallel,
+   * instead of scanning the stream for its subject.
+   */
+  PreviousSeqs: "Aggregate-Previous-Seqs",
   CorrelationId: "x-correlation-id",
   TraceParent: "traceparent",
   TraceState: "tracestate",

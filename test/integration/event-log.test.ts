@@ -112,6 +112,82 @@ describe("event log on JetStream", () => {
     expect(await log.readAfter(r, last, last)).toEqual([]);
   });
 
+  describe("commits that name their predecessors (Aggregate-Previous-Seqs)", () => {
+    /** Appends `n` commits to `r` (each naming up to 16 predecessors when `linked`), interleaved with another aggregate's. */
+    async function history(r: AggregateRef, n: number, linked: (v: number) => boolean) {
+      const other = ref();
+      const seqs: number[] = [];
+      let otherLast = 0;
+      for (let v = 0; v < n; v++) {
+        const previous = linked(v) ? seqs.slice(-16).reverse() : [];
+        const { seq } = await log.append(r, { ...commit(r, v), previous_seqs: previous }, seqs.at(-1) ?? 0);
+        seqs.push(seq);
+        otherLast = (await log.append(other, commit(other, v), otherLast)).seq;
+      }
+      return seqs;
+    }
+
+    /** Counts consumer creations on the stream while `work` runs: the scanning path creates one. */
+    async function consumersCreated(work: () => Promise<unknown>): Promise<number> {
+      let n = 0;
+      const sub = nc.subscribe(`$JS.API.CONSUMER.CREATE.${stream}.>`, { callback: () => void n++ });
+      const sub2 = nc.subscribe(`$JS.API.CONSUMER.CREATE.${stream}`, { callback: () => void n++ });
+      await nc.flush();
+      try {
+        await work();
+        await nc.flush();
+      } finally {
+        sub.unsubscribe();
+        sub2.unsubscribe();
+      }
+      return n;
+    }
+
+    const versions = (commits: Array<{ commit: { events: Array<{ version: number }> } }>) =>
+      commits.map((c) => c.commit.events[0]!.version);
+
+    it("reads a long tail by sequence, without a consumer, exactly and in order", async () => {
+      const r = ref();
+      const seqs = await history(r, 40, () => true);
+      let tail: Awaited<ReturnType<typeof log.readAfter>> = [];
+      expect(await consumersCreated(async () => (tail = await log.readAfter(r, seqs[4]!, seqs[39]!)))).toBe(
+        0,
+      );
+      expect(versions(tail)).toEqual(Array.from({ length: 35 }, (_, i) => i + 6));
+      expect(tail.map((c) => c.seq)).toEqual(seqs.slice(5));
+      expect(versions(await log.readAfter(r, 0, seqs[39]!))).toEqual(
+        Array.from({ length: 40 }, (_, i) => i + 1),
+      );
+    });
+
+    it("scans for what older commits without the header cannot vouch for", async () => {
+      const r = ref();
+      // Commits 31-40 name their predecessors back to 15; 1-14 must be scanned for.
+      const seqs = await history(r, 40, (v) => v >= 30);
+      let all: Awaited<ReturnType<typeof log.readAfter>> = [];
+      expect(
+        await consumersCreated(async () => (all = await log.readAfter(r, 0, seqs[39]!))),
+      ).toBeGreaterThan(0);
+      expect(versions(all)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+      expect(all.map((c) => c.seq)).toEqual(seqs);
+    });
+
+    it("ignores a list that does not chain (another aggregate's sequences) and still reads exactly", async () => {
+      const r = ref();
+      const seqs = await history(r, 10, () => true);
+      const stranger = ref();
+      const foreign = (await log.append(stranger, commit(stranger, 0), 0)).seq;
+      const { seq: last } = await log.append(
+        r,
+        { ...commit(r, 10), previous_seqs: [seqs[9]!, foreign, seqs[8]!] },
+        seqs[9]!,
+      );
+      const all = await log.readAfter(r, 0, last);
+      expect(versions(all)).toEqual(Array.from({ length: 11 }, (_, i) => i + 1));
+      expect(all.every((c) => c.subject === all[0]!.subject)).toBe(true);
+    });
+  });
+
   it("keeps tenants apart: the same aggregate id under another tenant has no events (T5.4)", async () => {
     const a = ref("tenant-a");
     const b: AggregateRef = { ...a, tenant_id: "tenant-b" as TenantId };

@@ -2,7 +2,9 @@
  * Builds the cold-load data set fast, straight into JetStream and KV in the contract's format
  * (CONTRACT.md §3, §4) instead of through the service: one commit message per command (body
  * `{"command_id","events":[envelope]}`, headers Nats-Msg-Id, Aggregate-Version,
- * Aggregate-Command-Hash, x-correlation-id), and for the aggregates the bench loads, a snapshot at
+ * Aggregate-Command-Hash, x-correlation-id; for the aggregates the bench loads also
+ * Nats-Expected-Last-Subject-Sequence and Aggregate-Previous-Seqs, as the service writes them),
+ * and for the aggregates the bench loads, a snapshot at
  * version 100 in `AGGREGATE_SNAPSHOTS` under `<tenant>.<type>.<id>`.
  *
  * Each measured aggregate has its whole history in the stream: 100 commits up to the snapshot,
@@ -198,13 +200,25 @@ export async function seed(
       h.set("Aggregate-Version", String(version));
       h.set("Aggregate-Command-Hash", "bench-seed");
       h.set("x-correlation-id", commandId);
-      if (agg.behind !== undefined) agg.commandIds.push(commandId);
+      if (agg.behind !== undefined) {
+        agg.commandIds.push(commandId);
+        // As the service writes them: the predecessor's sequence (checked by the server) and the
+        // sequences of its 16 latest predecessors and every 16th further back (what lets a load
+        // fetch commits by sequence instead of scanning for them).
+        h.set("Nats-Expected-Last-Subject-Sequence", String(agg.seqs[n - 1] ?? 0));
+        const before = agg.seqs.slice(0, n).reverse();
+        const previous = before.slice(0, 16);
+        for (let i = 31; i < Math.min(before.length, 96); i += 16) previous.push(before[i]!);
+        if (previous.length > 0) h.set("Aggregate-Previous-Seqs", previous.join(","));
+      }
       await pub.publish(subject, JSON.stringify(body), h, (seq) => {
         if (agg.behind !== undefined) agg.seqs[n] = seq;
       });
       messages++;
     }
     if (round % 25 === 0) log(`  seeding: round ${round}/${rounds}, ${messages} commits`);
+    // The next round's headers name this round's sequences: wait for its acks.
+    await pub.drain();
   }
   await pub.drain();
 

@@ -92,6 +92,37 @@ describe("command handler", () => {
     expect(handler.knownState(ref(first), 1, seq!)).toBeUndefined();
   });
 
+  it("names each commit's predecessors: the 16 latest and every 16th further back", async () => {
+    const { handler, eventLog } = setup();
+    const seen: number[][] = [];
+    const append = eventLog.append.bind(eventLog);
+    eventLog.append = (r, commit, expected) => {
+      seen.push([...(commit.previous_seqs ?? [])]);
+      return append(r, commit, expected);
+    };
+    const id = randomUUID() as AggregateId;
+    const seqs: number[] = [];
+    for (let i = 0; i < 120; i++) {
+      const reply = await handler.submit(command({ type: "deposit", amount: 1 }, { aggregate_id: id }));
+      seqs.push(reply.stream_seq!);
+    }
+    expect(seen[0]).toEqual([]);
+    expect(seen[1]).toEqual([seqs[0]]);
+    const newestFirst = (n: number) => seqs.slice(0, n).reverse();
+    // The 101st commit: 16 latest, then 32, 48, 64, 80, 96 back.
+    const before = newestFirst(100);
+    expect(seen[100]).toEqual([
+      ...before.slice(0, 16),
+      before[31],
+      before[47],
+      before[63],
+      before[79],
+      before[95],
+    ]);
+    // Past the idempotency window (100) only what the record still holds is named.
+    expect(seen[119]!.length).toBe(21);
+  });
+
   it("appends one commit per command and replies with enveloped events", async () => {
     const { handler, eventLog } = setup();
     const c = command({ type: "deposit", amount: 100 });
