@@ -32,7 +32,14 @@ import {
   StreamError,
   VersionConflict,
 } from "../contract/index.ts";
-import type { AggregateRef, AppendResult, EventLog, NewCommit, StoredCommit } from "../aggregate/index.ts";
+import {
+  LruCache,
+  type AggregateRef,
+  type AppendResult,
+  type EventLog,
+  type NewCommit,
+  type StoredCommit,
+} from "../aggregate/index.ts";
 import { aggregateSubject, commitMsgId, CommitHeader, STREAM_SUBJECTS } from "../naming/index.ts";
 
 export interface EventLogOptions {
@@ -135,6 +142,8 @@ class JetStreamEventLog implements EventLog {
   readonly #stream: string;
   readonly #timeoutMs: number;
   readonly #acks: AckWaiter;
+  /** The last commits lastSeq() read, by subject, until a readAfter() up to them takes them (bounded). */
+  readonly #lastRead = new LruCache<string, LinkedMsg>(1_000);
   #jsm: JetStreamManager | undefined;
 
   constructor(options: EventLogOptions) {
@@ -224,7 +233,10 @@ class JetStreamEventLog implements EventLog {
     try {
       const jsm = await this.#manager();
       const m = await jsm.direct.getMessage(this.#stream, { last_by_subj: subject });
-      return m?.seq ?? 0;
+      if (!m) return 0;
+      // A load asks for the commits up to this one next: keep it for that read.
+      this.#lastRead.set(subject, { seq: m.seq, subject, header: m.header, data: m.data });
+      return m.seq;
     } catch (err) {
       throw new StreamError(
         `reading the last commit of ${subject} failed: ${errorText(err)}`,
@@ -370,6 +382,14 @@ class JetStreamEventLog implements EventLog {
       }
     };
     let frontier = [untilSeq];
+    const last = this.#lastRead.peek(subject);
+    this.#lastRead.delete(subject);
+    if (last?.seq === untilSeq) {
+      // Fetched by lastSeq() just before: start from its list.
+      bySeq.set(last.seq, last);
+      tried.add(last.seq);
+      frontier = previousSeqs(last).filter((seq) => seq > afterSeq && seq < untilSeq);
+    }
     while (frontier.length > 0 && tried.size < LINKED_READ_MAX) {
       for (const seq of frontier) tried.add(seq);
       const next = new Set<number>();
