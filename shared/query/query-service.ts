@@ -37,7 +37,13 @@ import {
   WatchVerb,
 } from "../naming/index.ts";
 import type { AggregateProgram } from "../sandbox/index.ts";
-import { replyError, resolveTenant, type RequestHeaders, type RequestPolicy } from "../service/index.ts";
+import {
+  parseJsonBody,
+  replyError,
+  resolveTenant,
+  type RequestHeaders,
+  type RequestPolicy,
+} from "../service/index.ts";
 import { decodeCursor, encodeCursor, type CursorScope } from "./cursor.ts";
 import { parseFilter } from "./filter.ts";
 import { compilePredicate } from "./predicate.ts";
@@ -192,7 +198,6 @@ export interface QueryService extends AsyncDisposable {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
 
 export async function startQueryService(options: QueryServiceOptions): Promise<QueryService> {
   const { store, log, nc } = options;
@@ -585,23 +590,8 @@ function parseBody(data: Uint8Array): QueryRequest {
 }
 
 function parseJson<S extends v.GenericSchema>(data: Uint8Array, schema: S, what: string): v.InferOutput<S> {
-  let json: unknown = {};
-  if (data.length > 0) {
-    try {
-      json = JSON.parse(decoder.decode(data));
-    } catch (err) {
-      throw new ValidationError(`the request body is not valid JSON: ${(err as Error).message}`);
-    }
-  }
-  const result = v.safeParse(schema, json);
-  if (!result.success) {
-    const problems = result.issues.slice(0, 5).map((issue) => {
-      const path = v.getDotPath(issue);
-      return path ? `${path}: ${issue.message}` : issue.message;
-    });
-    throw new ValidationError(`invalid ${what}: ${problems.join("; ")}`, { issues: problems });
-  }
-  return result.output;
+  // Every field of a query or watch is optional: an empty body asks for everything.
+  return parseJsonBody(schema, data, what, {});
 }
 
 function headerView(h: MsgHdrs | undefined): RequestHeaders | undefined {

@@ -7,5 +7,12 @@ export type {
   PoolRouting,
   RequestOutcome,
 } from "./aggregate-services.ts";
-export { canonicalJson, parseGet, parseSubmit, payloadHash, resolveTenant } from "./request.ts";
+export {
+  canonicalJson,
+  parseGet,
+  parseJsonBody,
+  parseSubmit,
+  payloadHash,
+  resolveTenant,
+} from "./request.ts";
 export type { RequestHeaders, RequestPolicy } from "./request.ts";

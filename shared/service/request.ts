@@ -118,12 +118,26 @@ export function canonicalJson(value: JsonValue): string {
 }
 
 function parseBody<S extends v.GenericSchema>(schema: S, body: Uint8Array): v.InferOutput<S> {
-  if (body.length === 0) throw new ValidationError("the request body is empty; a JSON object is required");
-  let json: unknown;
-  try {
-    json = JSON.parse(decoder.decode(body));
-  } catch (err) {
-    throw new ValidationError(`the request body is not valid JSON: ${(err as Error).message}`);
+  return parseJsonBody(schema, body);
+}
+
+/**
+ * A request body as `schema` says, or ValidationError naming the first problems by path. An empty
+ * body is an error unless `empty` gives what it stands for (e.g. `{}` where every field is optional).
+ */
+export function parseJsonBody<S extends v.GenericSchema>(
+  schema: S,
+  body: Uint8Array,
+  what = "request",
+  empty?: unknown,
+): v.InferOutput<S> {
+  let json: unknown = empty;
+  if (body.length === 0) {
+    if (empty === undefined) {
+      throw new ValidationError("the request body is empty; a JSON object is required");
+    }
+  } else {
+    json = parseJsonText(body);
   }
   const result = v.safeParse(schema, json);
   if (!result.success) {
@@ -131,9 +145,17 @@ function parseBody<S extends v.GenericSchema>(schema: S, body: Uint8Array): v.In
       const path = v.getDotPath(issue);
       return path ? `${path}: ${issue.message}` : issue.message;
     });
-    throw new ValidationError(`invalid request: ${problems.join("; ")}`, { issues: problems });
+    throw new ValidationError(`invalid ${what}: ${problems.join("; ")}`, { issues: problems });
   }
   return result.output;
+}
+
+function parseJsonText(body: Uint8Array): unknown {
+  try {
+    return JSON.parse(decoder.decode(body));
+  } catch (err) {
+    throw new ValidationError(`the request body is not valid JSON: ${(err as Error).message}`);
+  }
 }
 
 function checkBodyTenant(bodyTenant: string | undefined, tenant: TenantId): void {
