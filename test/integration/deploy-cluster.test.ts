@@ -17,6 +17,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { startNatsServer, type NatsServer } from "../../shared/nats-server/index.ts";
 import { request, startTestApp, type TestApp } from "../support/service.ts";
+import { expectContiguousOnce, readCommits } from "../support/stream-audit.ts";
 
 const CONFIG = path.resolve(import.meta.dirname, "../../nats-config/cluster.conf");
 const STREAM = "AGGREGATE_EVENTS";
@@ -228,39 +229,13 @@ it("keeps every acknowledged command exactly once, versions contiguous, through 
   expect(acked.length).toBeGreaterThan(AGGREGATES * 5);
 
   // Read the whole stream back once the restarted member has caught up.
-  const info = await until("stream healthy on 3 replicas", async () => {
+  await until("stream healthy on 3 replicas", async () => {
     const s = await jsm.streams.info(STREAM);
     const current = (s.cluster?.replicas ?? []).filter((r) => r.current && !r.offline).length;
     return s.cluster?.leader && current === 2 ? s : undefined;
   });
-  const stored = new Map<string, Array<{ seq: number; version: number; command: string; events: number }>>();
-  for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
-    const m = await jsm.streams.getMessage(STREAM, { seq });
-    if (!m) continue;
-    const aggregate = m.subject.split(".")[4]!;
-    const body = m.json<{ command_id: string; events: unknown[] }>();
-    const list = stored.get(aggregate) ?? [];
-    list.push({
-      seq,
-      version: Number(m.header.get("Aggregate-Version")),
-      command: body.command_id,
-      events: body.events.length,
-    });
-    stored.set(aggregate, list);
-  }
-
-  for (const id of ids) {
-    const commits = stored.get(id) ?? [];
-    // versions contiguous: each commit's version is the previous one plus its events
-    let version = 0;
-    for (const c of commits) {
-      expect(c.version, `aggregate ${id} at seq ${c.seq}`).toBe(version + c.events);
-      version = c.version;
-    }
-    // each command exactly once
-    const commands = commits.map((c) => c.command);
-    expect(new Set(commands).size, `aggregate ${id} has a command twice`).toBe(commands.length);
-  }
+  const stored = await readCommits(jsm, STREAM);
+  expectContiguousOnce(stored, ids);
   // every acknowledged command is there, at the version and sequence it was acknowledged with
   for (const a of acked) {
     const commit = stored.get(a.aggregate)?.find((c) => c.command === a.command);
