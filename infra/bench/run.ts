@@ -141,6 +141,7 @@ const { values: opts } = parseArgs({
     reps: { type: "string" },
     profile: { type: "boolean", default: false },
     source: { type: "boolean", default: false },
+    "no-build": { type: "boolean", default: false },
     "log-level": { type: "string", default: "warn" },
     "nats-server": { type: "string", default: process.env["NATS_SERVER_BIN"] ?? "nats-server" },
     help: { type: "boolean", default: false },
@@ -150,7 +151,7 @@ const { values: opts } = parseArgs({
 if (opts.help) {
   log(
     "usage: npm run bench -- [--quick] [--only=throughput,sequential,cold,sandbox,memory,query] [--loadgens=N]\n" +
-      "                        [--reps=N] [--profile] [--source] [--log-level=warn] [--nats-server=PATH]",
+      "                        [--reps=N] [--profile] [--source] [--no-build] [--log-level=warn] [--nats-server=PATH]",
   );
   process.exit(0);
 }
@@ -617,7 +618,12 @@ async function cold(ctx: Ctx): Promise<void> {
   try {
     for (let r = 0; r < preset.coldReps; r++) {
       if (!service) {
-        service = await startService({ natsUrl: nats.url, ...serviceRun });
+        service = await startService({
+          natsUrl: nats.url,
+          ...serviceRun,
+          // --profile with only the cold scenario: profile the cold loads' process instead.
+          ...(ctx.profileDir && !only.has("throughput") ? { cpuProfile: { dir: ctx.profileDir } } : {}),
+        });
         // A new worker first builds its read model from the whole stream (one with its storage
         // kept across a restart only folds what it missed). That is start-up work of its own, not
         // part of loading an aggregate: measured here, and done before the cold loads are.
@@ -1165,7 +1171,8 @@ async function main(): Promise<void> {
   if (needsNats) {
     if (!opts.source) {
       log("· building the service (dist/), as the container runs it; --source runs the TypeScript under tsx");
-      await buildService();
+      // --no-build: run dist/ as it is (e.g. instrumented by hand for an experiment).
+      if (!opts["no-build"]) await buildService();
     }
     const nats = await startNatsServer({ binary: opts["nats-server"] });
     let pool: LoadGenPool | undefined;

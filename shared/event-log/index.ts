@@ -349,8 +349,8 @@ class JetStreamEventLog implements EventLog {
   /**
    * Fetches the commits of `subject` in (afterSeq, untilSeq] by sequence, following
    * `Aggregate-Previous-Seqs` (each commit names its recent predecessors and a few further back),
-   * a round of parallel direct gets per hop: a direct get by sequence costs the server one lookup,
-   * a get or consumer by subject scans every message in between. The result is the chain that
+   * with parallel direct gets (each reply's list asked for on arrival): a direct get by sequence
+   * costs the server one lookup, a get or consumer by subject scans every message in between. The result is the chain that
    * links back from `untilSeq` through `Nats-Expected-Last-Subject-Sequence` (each commit's
    * predecessor), so a wrong or foreign list cannot put a commit in it; `complete` when the chain
    * reaches `afterSeq`, else `before` is where the caller must scan up to.
@@ -363,6 +363,7 @@ class JetStreamEventLog implements EventLog {
     if (untilSeq <= afterSeq) return { commits: [], complete: true, before: afterSeq };
     const bySeq = new Map<number, LinkedMsg>();
     const tried = new Set<number>();
+    const parsed = new Map<number, StoredCommit | RehydrationError>();
     // Direct gets on the event log's own inbox (as its appends): nats.js's request path costs
     // about as much client CPU per get as the server's lookup.
     const directGet = `$JS.API.DIRECT.GET.${this.#stream}`;
@@ -381,27 +382,43 @@ class JetStreamEventLog implements EventLog {
         return undefined; // gone, or not on this replica yet: the scan decides
       }
     };
-    let frontier = [untilSeq];
-    const last = this.#lastRead.peek(subject);
-    this.#lastRead.delete(subject);
-    if (last?.seq === untilSeq) {
-      // Fetched by lastSeq() just before: start from its list.
-      bySeq.set(last.seq, last);
-      tried.add(last.seq);
-      frontier = previousSeqs(last).filter((seq) => seq > afterSeq && seq < untilSeq);
-    }
-    while (frontier.length > 0 && tried.size < LINKED_READ_MAX) {
-      for (const seq of frontier) tried.add(seq);
-      const next = new Set<number>();
-      for (const m of await Promise.all(frontier.map(get))) {
-        if (!m) continue;
-        bySeq.set(m.seq, m);
-        for (const seq of previousSeqs(m)) {
-          if (seq > afterSeq && seq < untilSeq && !tried.has(seq)) next.add(seq);
+    // No rounds: each reply asks for the predecessors it names as soon as it arrives, so the
+    // server always has gets queued and a load costs about one round trip plus its gets.
+    await new Promise<void>((resolve) => {
+      let pending = 0;
+      const visit = (m: LinkedMsg | undefined): void => {
+        try {
+          if (m === undefined) return;
+          bySeq.set(m.seq, m);
+          for (const seq of previousSeqs(m)) request(seq);
+          // Parsed while the server still works on the other gets (an error waits until the
+          // chain shows the commit is one of this load's).
+          parsed.set(m.seq, tryParse(m));
+        } finally {
+          if (--pending === 0) resolve();
         }
+      };
+      const request = (seq: number): void => {
+        if (seq <= afterSeq || seq >= untilSeq || tried.has(seq) || tried.size >= LINKED_READ_MAX) return;
+        tried.add(seq);
+        pending++;
+        void get(seq).then(visit);
+      };
+      pending++; // held until the first requests are out
+      const last = this.#lastRead.peek(subject);
+      this.#lastRead.delete(subject);
+      if (last?.seq === untilSeq) {
+        // Fetched by lastSeq() just before: start from its list.
+        tried.add(last.seq);
+        pending++;
+        visit(last);
+      } else {
+        tried.add(untilSeq);
+        pending++;
+        void get(untilSeq).then(visit);
       }
-      frontier = [...next];
-    }
+      if (--pending === 0) resolve();
+    });
     const kept: LinkedMsg[] = [];
     for (let m = bySeq.get(untilSeq); m !== undefined;) {
       kept.push(m);
@@ -414,9 +431,11 @@ class JetStreamEventLog implements EventLog {
     const before = expectedLast(oldest);
     const linked = Number.isSafeInteger(before) && before < oldest.seq;
     return {
-      commits: kept
-        .reverse()
-        .map((m) => parseStored(m.seq, m.subject, m.data, m.header.get(CommitHeader.CommandHash))),
+      commits: kept.reverse().map((m) => {
+        const commit = parsed.get(m.seq) ?? tryParse(m);
+        if (commit instanceof RehydrationError) throw commit;
+        return commit;
+      }),
       complete: linked && before <= afterSeq,
       // Without a usable pointer, whatever lies before the oldest linked commit is scanned.
       before: linked ? before : oldest.seq - 1,
@@ -537,6 +556,16 @@ function previousSeqs(m: LinkedMsg): number[] {
 function expectedLast(m: LinkedMsg): number {
   const text = m.header.get(CommitHeader.ExpectedLastSubjectSeq);
   return text === "" ? Number.NaN : Number(text);
+}
+
+/** A fetched commit parsed, or why it cannot be. */
+function tryParse(m: LinkedMsg): StoredCommit | RehydrationError {
+  try {
+    return parseStored(m.seq, m.subject, m.data, m.header.get(CommitHeader.CommandHash));
+  } catch (err) {
+    if (err instanceof RehydrationError) return err;
+    throw err;
+  }
 }
 
 function parseStored(seq: number, subject: string, data: Uint8Array, hash: string | undefined): StoredCommit {

@@ -426,7 +426,13 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
       };
     }
 
-    function decideOp(stateText, commandText, contextText) {
+    function decideOp(stateText, commandText, contextText, pendingText) {
+      var caughtUp = null;
+      if (pendingText !== undefined) {
+        // As applyAll would: its own instance of apply, and decide sees the state through JSON.
+        caughtUp = toJson("apply", "state", applyEvents(programs(false).apply, jsonParse(stateText), jsonParse(pendingText)));
+        stateText = caughtUp;
+      }
       var p = programs(true);
       var decide = p.decide;
       var result;
@@ -455,7 +461,8 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
         }
       }
       var next = applyEvents(p.apply, jsonParse(stateText), events);
-      return new Reply("O\n" + eventsText + "\n" + toJson("apply", "state", next), null);
+      var text = "O\n" + eventsText + "\n" + toJson("apply", "state", next);
+      return new Reply(caughtUp === null ? text : text + "\n" + caughtUp, null);
     }
 
     function applyAllOp(stateText, eventsText) {
@@ -464,12 +471,12 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
       return new Reply("S\n" + toJson("apply", "state", next), null);
     }
 
-    function run(op, a, b, c) {
+    function run(op, a, b, c, d) {
       violation = null;
       codeFromStrings = false;
       var out;
       try {
-        out = op === 0 ? decideOp(a, b, c) : applyAllOp(a, b);
+        out = op === 0 ? decideOp(a, b, c, d) : applyAllOp(a, b);
       } catch (e) {
         // Not a Reply: a getter or proxy of the program threw where the runner reads its
         // exports, or the engine ran out of stack. Only an interrupt passes through (it cannot be

@@ -86,7 +86,12 @@ class PoisonGuardedProgram implements AggregateProgram {
     this.applyHash = inner.applyHash;
   }
 
-  async decide(stateJson: string, command: JsonObject, context: DecideContext): Promise<DecideOutcome> {
+  async decide(
+    stateJson: string,
+    command: JsonObject,
+    context: DecideContext,
+    pending?: readonly JsonObject[],
+  ): Promise<DecideOutcome> {
     const key = `${context.tenant_id}\u0000${context.aggregate_id}`;
     const record = this.#records.get(key);
     const now = this.#settings.now();
@@ -104,7 +109,7 @@ class PoisonGuardedProgram implements AggregateProgram {
       );
     }
     try {
-      const outcome = await this.#inner.decide(stateJson, command, context);
+      const outcome = await this.#inner.decide(stateJson, command, context, pending);
       this.#records.delete(key);
       return outcome;
     } catch (err) {

@@ -238,7 +238,23 @@ interface GuestFailure {
 export function parseDecideReply(reply: string): DecideOutcome {
   const split = reply.indexOf("\n", 2);
   if (!reply.startsWith("O\n") || split < 0) throw new Error(`not a decide reply: ${reply.slice(0, 80)}`);
-  return { events: JSON.parse(reply.slice(2, split)) as JsonObject[], state: detach(reply, split + 1) };
+  const events = JSON.parse(reply.slice(2, split)) as JsonObject[];
+  // JSON text has no raw newline: a third line is the caught-up state (decide with `pending`).
+  const caught = reply.indexOf("\n", split + 1);
+  if (caught < 0) return { events, state: detach(reply, split + 1) };
+  return { events, state: detach(reply, split + 1, caught), caughtUp: detach(reply, caught + 1) };
+}
+
+/** A decide call's arguments as the runner takes them (QuickJsProgram.call). */
+export function decideArgs(
+  stateJson: string,
+  command: JsonObject,
+  context: DecideContext,
+  pending: readonly JsonObject[] | undefined,
+): string[] {
+  const args = [stateJson, JSON.stringify(command), JSON.stringify(context)];
+  if (pending !== undefined) args.push(JSON.stringify(pending));
+  return args;
 }
 
 /** applyAll's reply text (`S\n<state>`) as the state's JSON text. */
@@ -254,8 +270,8 @@ export function parseApplyAllReply(reply: string): string {
  * through UTF-16, which keeps every code unit (a lone surrogate too), in about 0.3 µs for a
  * small state.
  */
-function detach(text: string, start: number): string {
-  return Buffer.from(text.slice(start), "utf16le").toString("utf16le");
+function detach(text: string, start: number, end?: number): string {
+  return Buffer.from(text.slice(start, end), "utf16le").toString("utf16le");
 }
 
 /** One loaded program in this thread. */
@@ -288,8 +304,13 @@ export class QuickJsProgram implements AggregateProgram {
     await this.#ready();
   }
 
-  async decide(stateJson: string, command: JsonObject, context: DecideContext): Promise<DecideOutcome> {
-    const reply = await this.call(Op.decide, [stateJson, JSON.stringify(command), JSON.stringify(context)]);
+  async decide(
+    stateJson: string,
+    command: JsonObject,
+    context: DecideContext,
+    pending?: readonly JsonObject[],
+  ): Promise<DecideOutcome> {
+    const reply = await this.call(Op.decide, decideArgs(stateJson, command, context, pending));
     if (!reply.startsWith("O\n")) throw this.#unexpectedReply(reply);
     return parseDecideReply(reply);
   }

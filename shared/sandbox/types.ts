@@ -21,6 +21,8 @@ export interface DecideOutcome {
   readonly events: JsonObject[];
   /** The state after applying `events`, as JSON text. */
   readonly state: string;
+  /** With `pending`: the state after the pending events, before the command's (JSON text). */
+  readonly caughtUp?: string;
 }
 
 /** Per-program resource limits. */
@@ -62,8 +64,18 @@ export interface AggregateProgram {
    * all in ONE sandbox call. Rejects with DecideError when the program threw an `Error` (its
    * message), ApplyError when apply threw, ProgramError for anything else (limits, forbidden
    * capabilities, non-JSON output, non-Error throws, pending promise jobs).
+   *
+   * `pending`: events committed after `stateJson` was made. They are folded in first, exactly as
+   * `applyAll` would (a fresh instance of apply, the result through JSON), and the outcome also
+   * carries that state as `caughtUp`: a cold load and its command share one sandbox call, so the
+   * command pays one trip to a sandbox thread instead of two.
    */
-  decide(stateJson: string, command: JsonObject, context: DecideContext): Promise<DecideOutcome>;
+  decide(
+    stateJson: string,
+    command: JsonObject,
+    context: DecideContext,
+    pending?: readonly JsonObject[],
+  ): Promise<DecideOutcome>;
   /** Folds events (the objects decide returned) into the state in ONE call; returns the JSON text. */
   applyAll(stateJson: string, events: readonly JsonObject[], options?: CallOptions): Promise<string>;
 }

@@ -42,7 +42,13 @@ import {
   type JsonObject,
 } from "../contract/index.ts";
 import { ProgramFailure } from "./program-failure.ts";
-import { compileQuickJsWasm, Op, parseApplyAllReply, parseDecideReply } from "./quickjs-sandbox.ts";
+import {
+  compileQuickJsWasm,
+  decideArgs,
+  Op,
+  parseApplyAllReply,
+  parseDecideReply,
+} from "./quickjs-sandbox.ts";
 import type {
   AggregateProgram,
   CallOptions,
@@ -633,9 +639,14 @@ class PooledProgram implements AggregateProgram {
     this.#run = run;
   }
 
-  async decide(stateJson: string, command: JsonObject, context: DecideContext): Promise<DecideOutcome> {
+  async decide(
+    stateJson: string,
+    command: JsonObject,
+    context: DecideContext,
+    pending?: readonly JsonObject[],
+  ): Promise<DecideOutcome> {
     return parseDecideReply(
-      await this.#run(Op.decide, [stateJson, JSON.stringify(command), JSON.stringify(context)], false),
+      await this.#run(Op.decide, decideArgs(stateJson, command, context, pending), false),
     );
   }
 

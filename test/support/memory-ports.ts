@@ -24,7 +24,7 @@ import type {
   StoredCommit,
   StoredSnapshot,
 } from "../../shared/aggregate/index.ts";
-import type { AggregateProgram, DecideContext } from "../../shared/sandbox/types.ts";
+import type { AggregateProgram, DecideContext, DecideOutcome } from "../../shared/sandbox/types.ts";
 
 const keyOf = (ref: AggregateRef) => `${ref.tenant_id}|${ref.aggregate_type}|${ref.aggregate_id}`;
 
@@ -136,9 +136,24 @@ export function jsProgram(
     hash,
     applyHash: `${hash}-apply`,
     calls: 0,
-    async decide(stateJson: string, command: JsonObject, context: DecideContext) {
+    async decide(
+      stateJson: string,
+      command: JsonObject,
+      context: DecideContext,
+      pending?: readonly JsonObject[],
+    ): Promise<DecideOutcome> {
       await Promise.resolve();
       program.calls++;
+      let caughtUp: string | undefined;
+      if (pending !== undefined) {
+        let start = JSON.parse(stateJson) as JsonValue;
+        try {
+          for (const e of pending) start = apply(start, e);
+        } catch (err) {
+          throw new ApplyError((err as Error).message);
+        }
+        caughtUp = stateJson = JSON.stringify(start);
+      }
       let state = JSON.parse(stateJson) as JsonValue;
       let result;
       try {
@@ -152,7 +167,9 @@ export function jsProgram(
       } catch (err) {
         throw new ApplyError((err as Error).message);
       }
-      return { events: JSON.parse(JSON.stringify(events)) as JsonObject[], state: JSON.stringify(state) };
+      const decided = JSON.parse(JSON.stringify(events)) as JsonObject[];
+      const outcome = { events: decided, state: JSON.stringify(state) };
+      return caughtUp === undefined ? outcome : { ...outcome, caughtUp };
     },
     async applyAll(stateJson: string, events: readonly JsonObject[]) {
       await Promise.resolve();

@@ -404,6 +404,58 @@ describe("applyAll", () => {
   });
 });
 
+describe("decide with pending events (a cold load's catch-up in the same call)", () => {
+  it("equals applyAll of the pending events followed by decide, and returns the caught-up state", async () => {
+    const bank = await loadProgram(sandbox, BANK_ACCOUNT);
+    const event = fc.oneof(
+      fc.record({ type: fc.constant("deposited"), amount: fc.integer({ min: 1, max: 1_000 }) }),
+      fc.record({ type: fc.constant("withdrawn"), amount: fc.integer({ min: 1, max: 10 }) }),
+      fc.record({ type: fc.constant("noted"), text: fc.string() }),
+    );
+    const command = fc.oneof(
+      fc.record({ type: fc.constant("deposit"), amount: fc.integer({ min: 1, max: 100 }) }),
+      fc.record({ type: fc.constant("withdraw"), amount: fc.integer({ min: 1, max: 5_000 }) }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(event, { maxLength: 120 }), command, async (pending, cmd) => {
+        const start = `{"balance":0}`;
+        const caughtUp = await bank.applyAll(start, pending);
+        const twoCalls = await bank.decide(caughtUp, cmd, context()).catch((err: unknown) => err);
+        const oneCall = await bank.decide(start, cmd, context(), pending).catch((err: unknown) => err);
+        if (twoCalls instanceof Error) {
+          expect(oneCall).toBeInstanceOf(twoCalls.constructor);
+          expect((oneCall as Error).message).toBe(twoCalls.message);
+          return;
+        }
+        expect(oneCall).toEqual({ ...(twoCalls as object), caughtUp });
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it("keeps module state of the catch-up out of decide: each gets a fresh program instance", async () => {
+    const outcome = await zoo.decide("{}", { type: "calls" }, context(), [{ type: "a" }, { type: "b" }]);
+    expect(outcome.events).toEqual([{ type: "calls", calls: 1 }]);
+    expect(JSON.parse(outcome.caughtUp!)).toEqual({ count: 2, last: "b" });
+    expect(JSON.parse(outcome.state)).toEqual({ count: 3, last: "calls" });
+  });
+
+  it("rejects with ApplyError when a pending event cannot be applied, and runs no decide", async () => {
+    const err = await rejection(zoo.decide("{}", { type: "one" }, context(), [{ type: "apply-error" }]));
+    expect(err).toBeInstanceOf(ApplyError);
+    expect(err.message).toBe("cannot apply apply-error");
+    const bad = await rejection(zoo.decide("{}", { type: "one" }, context(), [{ type: "apply-map" }]));
+    expect(bad).toBeInstanceOf(ProgramError);
+    expect(bad.message).toMatch(/a Map is not a plain object/);
+  });
+
+  it("returns no caughtUp without pending events, and an empty catch-up leaves the state as it was", async () => {
+    expect((await decideZoo("one")).caughtUp).toBeUndefined();
+    const outcome = await zoo.decide(`{"count":7}`, { type: "none" }, context(), []);
+    expect(outcome).toEqual({ events: [], state: `{"count":7}`, caughtUp: `{"count":7}` });
+  });
+});
+
 describe("loading", () => {
   it("returns the cached program for the same decide and apply", async () => {
     const again = await loadProgram(sandbox, ZOO);

@@ -72,6 +72,10 @@ describe("the worker pool", () => {
       expect(await inPool.applyAll(`{"balance":0}`, events)).toBe(
         await inThread.applyAll(`{"balance":0}`, events),
       );
+      const pending = events.slice(0, 99);
+      expect(await inPool.decide(`{"balance":1}`, command, context(), pending)).toEqual(
+        await inThread.decide(`{"balance":1}`, command, context(), pending),
+      );
       const refused = inPool.decide(`{"balance":0}`, { type: "withdraw", amount: 5 }, context());
       await expect(refused).rejects.toBeInstanceOf(DecideError);
       await expect(refused).rejects.toThrow("insufficient funds");
