@@ -861,6 +861,15 @@ function evaluate(results: Results): TargetCheck[] {
         "events/s",
         `plain JS ${fmt(p, 0)} events/s; applyAll is ${fmt(a / p, 3)}× of it`,
       ),
+      // The same goal as a ratio measured in this run (issue 4: "≥ 400k events/s, i.e. within 10×
+      // of plain JS"): the absolute figure moves with how busy the machine is.
+      check(
+        "sandbox applyAll / plain JS",
+        a / p,
+        { op: "≥", limit: 0.1 },
+        "×",
+        `${fmt(a, 0)} / ${fmt(p, 0)} events/s`,
+      ),
     );
   }
   if (s.memory) {
