@@ -70,7 +70,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
   });
   const rehydration = new Histogram({
     name: "aggregate_rehydration_duration_seconds",
-    help: "Time to load an aggregate that was not in the cache (snapshot + events)",
+    help: "Time to load an aggregate that was not in the cache (snapshot + events read; for a command the events are folded by its decide call)",
     labelNames: ["aggregate_type"] as const,
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
     registers: [registry],
