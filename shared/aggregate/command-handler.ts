@@ -98,6 +98,12 @@ const PREVIOUS_SEQS_FAR = 5;
 
 /** Events per sandbox call during rehydration: bounds one call's time and message size. */
 const APPLY_CHUNK = 1000;
+/**
+ * Most events a cold load leaves for the command's decide call to fold (they share its time
+ * limit): a tail of up to ~100 commits after a snapshot goes in one call; a longer one is folded
+ * in calls of its own first.
+ */
+const DEFER_MAX = 256;
 
 export interface CommandHandler {
   submit(command: Command): Promise<SubmitReply>;
@@ -524,7 +530,7 @@ class Handler implements CommandHandler {
       });
     }
     let state = base.state;
-    if (defer && payloads.length <= APPLY_CHUNK) return { version, seq, state, recent, pending: payloads };
+    if (defer && payloads.length <= DEFER_MAX) return { version, seq, state, recent, pending: payloads };
     for (let i = 0; i < payloads.length; i += APPLY_CHUNK) {
       state = await runtime.program.applyAll(state, payloads.slice(i, i + APPLY_CHUNK));
     }

@@ -123,6 +123,40 @@ describe("command handler", () => {
     expect(seen[119]!.length).toBe(21);
   });
 
+  it.each([
+    [99, 1],
+    [256, 1],
+    [300, 2],
+  ])(
+    "folds a cold aggregate's %i events after its snapshot in %i sandbox call(s), the command's decide included",
+    async (tail, calls) => {
+      // Threshold above the history: no snapshot, the whole history is the tail.
+      const { handler, make, program } = setup({ threshold: 1_000, window: 20 });
+      const id = randomUUID() as AggregateId;
+      for (let i = 0; i < tail; i++) {
+        await handler.submit(command({ type: "deposit", amount: 1 + (i % 3) }, { aggregate_id: id }));
+      }
+      const expected = Array.from({ length: tail }, (_, i) => 1 + (i % 3)).reduce((a, b) => a + b, 0);
+      const cold = make();
+      const before = program.calls;
+      const reply = await cold.submit(command({ type: "deposit", amount: 10 }, { aggregate_id: id }));
+      expect(program.calls - before).toBe(calls);
+      expect(reply.version).toBe(tail + 1);
+      // The caught-up state is what the command decided on, and what the cache holds now.
+      const state = cold.knownState(ref(command({}, { aggregate_id: id })), tail + 1, reply.stream_seq!);
+      expect(JSON.parse(state!)).toEqual({ balance: expected + 10, status: "open" });
+      // A withdrawal of more than the balance is refused on the caught-up state, not the initial one.
+      const again = make();
+      await expect(
+        again.submit(command({ type: "withdraw", amount: expected + 11 }, { aggregate_id: id })),
+      ).rejects.toBeInstanceOf(DecideError);
+      const ok = await again.submit(
+        command({ type: "withdraw", amount: expected + 10 }, { aggregate_id: id }),
+      );
+      expect(ok.version).toBe(tail + 2);
+    },
+  );
+
   it("appends one commit per command and replies with enveloped events", async () => {
     const { handler, eventLog } = setup();
     const c = command({ type: "deposit", amount: 100 });
