@@ -2,7 +2,7 @@
  * The edge: turns a NATS request (headers + body) into a validated Command. Nothing from the
  * request reaches a subject, key or header before it has passed through here.
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import * as v from "valibot";
 import {
   GetRequest,
@@ -106,7 +106,8 @@ export function parseGet(
 
 /** A digest of the payload that does not depend on key order: tells a retry from a reused id. */
 export function payloadHash(payload: JsonValue): string {
-  return createHash("sha256").update(canonicalJson(payload)).digest("base64url");
+  // One-shot `hash` (Node 20.12+): no Hash object per command.
+  return hash("sha256", canonicalJson(payload), "base64url");
 }
 
 /** JSON with object keys sorted; input depth is bounded by validation. */
