@@ -121,6 +121,12 @@ interface Entry {
   seq: number;
   /** Set while the handshake runs; undefined once live. */
   buffer: Array<{ stream_seq: number; body: PendingBody }> | undefined;
+  /**
+   * The checkpoint of the initial result (set by `go`): a change at or below it is in that result.
+   * One can still arrive after the handshake: the read model's writes commit on their own thread,
+   * so a page may already hold a fold whose changes are announced a moment later.
+   */
+  after: number;
   overflow: boolean;
 }
 
@@ -203,7 +209,7 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
         if (e.buffer) {
           if (e.buffer.length >= maxBuffered) e.overflow = true;
           else e.buffer.push({ stream_seq: c.stream_seq, body });
-        } else {
+        } else if (c.stream_seq > e.after) {
           send(e, body);
         }
       }
@@ -254,6 +260,7 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
         expiresAt: now() + ttlMs,
         seq: 0,
         buffer: [],
+        after: 0,
         overflow: false,
       };
       watches.set(e.id, e);
@@ -266,6 +273,7 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
       if (!e?.buffer) return;
       const buffered = e.buffer;
       e.buffer = undefined;
+      e.after = checkpoint;
       if (e.overflow) {
         end(id, EndReason.Overflow);
         return;

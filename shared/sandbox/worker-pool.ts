@@ -32,7 +32,7 @@
  *   run a call at all, the waiting calls fail with ProgramError reason "unavailable".
  */
 import { createHash } from "node:crypto";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import {
   ApplyError,
   DecideError,
@@ -41,6 +41,7 @@ import {
   type AggregateError,
   type JsonObject,
 } from "../contract/index.ts";
+import { siblingModule, startThread } from "../threads/index.ts";
 import { ProgramFailure } from "./program-failure.ts";
 import {
   compileQuickJsWasm,
@@ -518,7 +519,10 @@ class WorkerPool implements Sandbox {
     };
     let worker: Worker;
     try {
-      worker = startWorker(data, this.#settings.stackSizeMb);
+      worker = startThread(siblingModule("./worker", import.meta.url), {
+        workerData: data,
+        resourceLimits: { stackSizeMb: this.#settings.stackSizeMb },
+      });
     } catch (err) {
       this.#settings.log?.warn({ err, thread: index }, "sandbox thread cannot be started");
       this.#startError = err instanceof Error ? err.message : String(err);
@@ -686,18 +690,4 @@ function fromWire(err: WireError, name: string): AggregateError {
         ...err.fields,
       });
   }
-}
-
-/**
- * Starts worker.ts. From source (`npm start`, vitest) the entry is TypeScript: Node 20 does not
- * apply an inherited `--import tsx` to a worker's entry module, so a one-line entry registers
- * tsx's loader in the thread first and then imports it. From a build it is plain worker.js.
- */
-function startWorker(workerData: WorkerSettings, stackSizeMb: number): Worker {
-  const entry = new URL(import.meta.url.endsWith(".ts") ? "./worker.ts" : "./worker.js", import.meta.url);
-  const options = { workerData, resourceLimits: { stackSizeMb } };
-  if (!entry.pathname.endsWith(".ts")) return new Worker(entry, options);
-  const tsx = import.meta.resolve("tsx/esm/api");
-  const code = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); });`;
-  return new Worker(code, { ...options, eval: true });
 }
