@@ -27,6 +27,7 @@ import {
   type Snapshot,
   type SubmitReply,
 } from "../contract/index.ts";
+import { LIMIT_FAILURES } from "../sandbox/program-failure.ts";
 import type { AggregateProgram } from "../sandbox/types.ts";
 import { conflictBackoffMs } from "./backoff.ts";
 import { RecentCommands } from "./idempotency.ts";
@@ -249,6 +250,17 @@ class Handler implements CommandHandler {
           agg = { version: agg.version, seq: agg.seq, state: outcome.caughtUp, recent: agg.recent };
         }
       } catch (err) {
+        if (pending !== undefined && isLimitFailure(err)) {
+          // Tail and command together ran out of the call's budget: fold the tail in calls of
+          // its own (as a load without a command does), then decide alone, which is what counts.
+          agg = {
+            version: agg.version,
+            seq: agg.seq,
+            state: await this.#fold(runtime, agg.state, pending),
+            recent: agg.recent,
+          };
+          continue;
+        }
         if (!fresh && !(err instanceof ProgramError)) {
           // The refusal may rest on a state another replica has moved on from.
           agg = await this.#refreshInto(key, ref, runtime, agg);
@@ -529,12 +541,18 @@ class Handler implements CommandHandler {
         stream_seq: stored.seq,
       });
     }
-    let state = base.state;
-    if (defer && payloads.length <= DEFER_MAX) return { version, seq, state, recent, pending: payloads };
-    for (let i = 0; i < payloads.length; i += APPLY_CHUNK) {
-      state = await runtime.program.applyAll(state, payloads.slice(i, i + APPLY_CHUNK));
+    if (defer && payloads.length <= DEFER_MAX) {
+      return { version, seq, state: base.state, recent, pending: payloads };
     }
-    return { version, seq, state, recent };
+    return { version, seq, state: await this.#fold(runtime, base.state, payloads), recent };
+  }
+
+  /** Folds events into a state in the sandbox, APPLY_CHUNK at a time. */
+  async #fold(runtime: AggregateTypeRuntime, state: string, events: readonly JsonObject[]): Promise<string> {
+    for (let i = 0; i < events.length; i += APPLY_CHUNK) {
+      state = await runtime.program.applyAll(state, events.slice(i, i + APPLY_CHUNK));
+    }
+    return state;
   }
 
   /** Stored data must belong to the aggregate it was loaded for: anything else is a breach. */
@@ -608,6 +626,12 @@ function previousSeqs(agg: LoadedAggregate): number[] {
 function cacheKey(ref: AggregateRef): string {
   // Tenant ids and types cannot contain "/", so the key is unambiguous.
   return `${ref.tenant_id}/${ref.aggregate_type}/${ref.aggregate_id}`;
+}
+
+/** A program call that ran out of time, memory or stack. */
+function isLimitFailure(err: unknown): boolean {
+  const reason = err instanceof ProgramError ? err.fields["reason"] : undefined;
+  return typeof reason === "string" && LIMIT_FAILURES.has(reason);
 }
 
 /** True when going from version `from` to `to` passes a multiple of `every`. */

@@ -384,7 +384,7 @@ class JetStreamEventLog implements EventLog {
     };
     // No rounds: each reply asks for the predecessors it names as soon as it arrives, so the
     // server always has gets queued and a load costs about one round trip plus its gets.
-    await new Promise<void>((resolve) => {
+    await new Promise<void>((resolve, reject) => {
       let pending = 0;
       const visit = (m: LinkedMsg | undefined): void => {
         try {
@@ -402,7 +402,7 @@ class JetStreamEventLog implements EventLog {
         if (seq <= afterSeq || seq >= untilSeq || tried.has(seq) || tried.size >= LINKED_READ_MAX) return;
         tried.add(seq);
         pending++;
-        void get(seq).then(visit);
+        get(seq).then(visit).catch(reject);
       };
       pending++; // held until the first requests are out
       const last = this.#lastRead.peek(subject);
@@ -415,7 +415,7 @@ class JetStreamEventLog implements EventLog {
       } else {
         tried.add(untilSeq);
         pending++;
-        void get(untilSeq).then(visit);
+        get(untilSeq).then(visit).catch(reject);
       }
       if (--pending === 0) resolve();
     });

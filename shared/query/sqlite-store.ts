@@ -135,7 +135,14 @@ class WriterThread {
       // The thread keeps the process alive only while a write waits for it.
       if (this.#pending.size === 0) worker.ref();
       this.#pending.set(id, { resolve, reject });
-      worker.postMessage({ id, request });
+      try {
+        worker.postMessage({ id, request });
+      } catch (err) {
+        // Not sendable (nothing the store sends today): this write fails, the rest go on.
+        this.#pending.delete(id);
+        if (this.#pending.size === 0) worker.unref();
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
     });
   }
 

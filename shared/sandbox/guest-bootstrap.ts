@@ -432,6 +432,9 @@ export const GUEST_BOOTSTRAP = String.raw`(function () {
         // As applyAll would: its own instance of apply, and decide sees the state through JSON.
         caughtUp = toJson("apply", "state", applyEvents(programs(false).apply, jsonParse(stateText), jsonParse(pendingText)));
         stateText = caughtUp;
+        // A string-to-code attempt the fold caught is not decide's: the reason of a failure
+        // below stays what it would be in a call of its own (a forbidden use still fails the call).
+        codeFromStrings = false;
       }
       var p = programs(true);
       var decide = p.decide;

@@ -8,7 +8,9 @@
  * another kind of failure) clears the count. Other aggregates of the same type are untouched.
  *
  * The aggregate is `tenant_id` + `aggregate_id` of the decide context. applyAll has no context,
- * so rehydration is not counted: the command that follows it is.
+ * so rehydration is not counted: the command that follows it is. Nor is a limit failure of a
+ * decide that also folded a cold load's tail (`pending`): the caller runs the two apart then
+ * (see command-handler.ts), and only the command's own call counts.
  */
 import { ProgramError, type JsonObject } from "../contract/index.ts";
 import { LIMIT_FAILURES, ProgramFailure } from "./program-failure.ts";
@@ -114,8 +116,8 @@ class PoisonGuardedProgram implements AggregateProgram {
       return outcome;
     } catch (err) {
       const reason = err instanceof ProgramError ? err.fields["reason"] : undefined;
-      if (typeof reason === "string" && LIMIT_FAILURES.has(reason)) this.#count(key, reason);
-      else this.#records.delete(key);
+      if (typeof reason !== "string" || !LIMIT_FAILURES.has(reason)) this.#records.delete(key);
+      else if (pending === undefined) this.#count(key, reason);
       throw err;
     }
   }

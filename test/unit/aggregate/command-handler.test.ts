@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import {
   CommandIdReused,
   DecideError,
+  ProgramError,
   TenantAccessDenied,
   VersionConflict,
   type AggregateId,
@@ -156,6 +157,32 @@ describe("command handler", () => {
       expect(ok.version).toBe(tail + 2);
     },
   );
+
+  it("folds the tail on its own and decides again when the combined call hits a limit", async () => {
+    const { handler, make, program } = setup({ threshold: 1_000 });
+    const id = randomUUID() as AggregateId;
+    for (let i = 0; i < 5; i++) {
+      await handler.submit(command({ type: "deposit", amount: 2 }, { aggregate_id: id }));
+    }
+    const decide = program.decide.bind(program);
+    const seen: string[] = [];
+    program.decide = (state, cmd, ctx, pending) => {
+      seen.push(pending === undefined ? "decide" : "decide+tail");
+      if (pending !== undefined) {
+        return Promise.reject(new ProgramError("t: timed out", { reason: "timeout" }));
+      }
+      return decide(state, cmd, ctx);
+    };
+    const applyAll = program.applyAll.bind(program);
+    program.applyAll = (state, events) => {
+      seen.push(`applyAll ${events.length}`);
+      return applyAll(state, events);
+    };
+    const reply = await make().submit(command({ type: "deposit", amount: 1 }, { aggregate_id: id }));
+    expect(seen).toEqual(["decide+tail", "applyAll 5", "decide"]);
+    expect(reply.version).toBe(6);
+    expect(reply.events[0]!.payload).toEqual({ type: "deposited", amount: 1 });
+  });
 
   it("appends one commit per command and replies with enveloped events", async () => {
     const { handler, eventLog } = setup();

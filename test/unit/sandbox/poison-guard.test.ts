@@ -72,6 +72,18 @@ describe("poison detection", () => {
     expect(await call("a")).toBe("ok");
   });
 
+  it("does not count a limit failure of a call that also folded a cold load's tail", async () => {
+    const { sandbox, next } = scripted();
+    const program = await guardPoison(sandbox, { after: 2, coolDownMs: 60_000 }).load(SOURCE);
+    const call = (pending?: JsonObject[]) =>
+      reasonOf(program.decide("{}", { type: "x" }, context({ aggregate_id: "a" }), pending));
+    for (let i = 0; i < 4; i++) next("a", "timeout");
+    // With a tail: never a strike, however often.
+    expect([await call([{ type: "e" }]), await call([{ type: "e" }])]).toEqual(["timeout", "timeout"]);
+    // The command's own calls count as always.
+    expect([await call(), await call(), await call()]).toEqual(["timeout", "timeout", "poisoned"]);
+  });
+
   it("counts only limit failures in a row: a success, a refusal or another failure starts the count over", async () => {
     const { sandbox, next } = scripted();
     const program = await guardPoison(sandbox, { after: 2, coolDownMs: 60_000 }).load(SOURCE);

@@ -102,6 +102,7 @@ export function apply(state, event) {
     case "apply-undefined": return undefined;
     case "apply-map": return new Map();
     case "apply-promise": return Promise.resolve(state);
+    case "apply-eval-caught": try { (0, eval)("1"); } catch (e) {} return state;
     default: return { ...state, count: (state.count ?? 0) + 1, last: event.type };
   }
 }
@@ -447,6 +448,16 @@ describe("decide with pending events (a cold load's catch-up in the same call)",
     const bad = await rejection(zoo.decide("{}", { type: "one" }, context(), [{ type: "apply-map" }]));
     expect(bad).toBeInstanceOf(ProgramError);
     expect(bad.message).toMatch(/a Map is not a plain object/);
+  });
+
+  it("keeps a caught code-from-strings attempt of the catch-up out of decide's failure reason", async () => {
+    const alone = await rejection(decideZoo("number"));
+    const after = await rejection(
+      zoo.decide("{}", { type: "number" }, context(), [{ type: "apply-eval-caught" }]),
+    );
+    expect(alone).toBeInstanceOf(ProgramError);
+    expect((after as ProgramError).fields["reason"]).toBe((alone as ProgramError).fields["reason"]);
+    expect((after as ProgramError).fields["reason"]).toBe("bad-return");
   });
 
   it("returns no caughtUp without pending events, and an empty catch-up leaves the state as it was", async () => {
