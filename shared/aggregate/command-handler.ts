@@ -27,7 +27,7 @@ import {
   type Snapshot,
   type SubmitReply,
 } from "../contract/index.ts";
-import { LIMIT_FAILURES } from "../sandbox/program-failure.ts";
+import { limitFailure } from "../sandbox/program-failure.ts";
 import type { AggregateProgram } from "../sandbox/types.ts";
 import { conflictBackoffMs } from "./backoff.ts";
 import { RecentCommands } from "./idempotency.ts";
@@ -250,7 +250,7 @@ class Handler implements CommandHandler {
           agg = { version: agg.version, seq: agg.seq, state: outcome.caughtUp, recent: agg.recent };
         }
       } catch (err) {
-        if (pending !== undefined && isLimitFailure(err)) {
+        if (pending !== undefined && limitFailure(err) !== undefined) {
           // Tail and command together ran out of the call's budget: fold the tail in calls of
           // its own (as a load without a command does), then decide alone, which is what counts.
           agg = {
@@ -626,12 +626,6 @@ function previousSeqs(agg: LoadedAggregate): number[] {
 function cacheKey(ref: AggregateRef): string {
   // Tenant ids and types cannot contain "/", so the key is unambiguous.
   return `${ref.tenant_id}/${ref.aggregate_type}/${ref.aggregate_id}`;
-}
-
-/** A program call that ran out of time, memory or stack. */
-function isLimitFailure(err: unknown): boolean {
-  const reason = err instanceof ProgramError ? err.fields["reason"] : undefined;
-  return typeof reason === "string" && LIMIT_FAILURES.has(reason);
 }
 
 /** True when going from version `from` to `to` passes a multiple of `every`. */

@@ -13,7 +13,7 @@
  * (see command-handler.ts), and only the command's own call counts.
  */
 import { ProgramError, type JsonObject } from "../contract/index.ts";
-import { LIMIT_FAILURES, ProgramFailure } from "./program-failure.ts";
+import { limitFailure, ProgramFailure } from "./program-failure.ts";
 import type {
   AggregateProgram,
   CallOptions,
@@ -115,8 +115,8 @@ class PoisonGuardedProgram implements AggregateProgram {
       this.#records.delete(key);
       return outcome;
     } catch (err) {
-      const reason = err instanceof ProgramError ? err.fields["reason"] : undefined;
-      if (typeof reason !== "string" || !LIMIT_FAILURES.has(reason)) this.#records.delete(key);
+      const reason = limitFailure(err);
+      if (reason === undefined) this.#records.delete(key);
       else if (pending === undefined) this.#count(key, reason);
       throw err;
     }

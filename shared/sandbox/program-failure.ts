@@ -3,6 +3,7 @@
  * metrics count sandbox failures by it (`aggregate_program_failures_total{reason}`), so the
  * values are stable names, never free text.
  */
+import { ProgramError } from "../contract/index.ts";
 export const ProgramFailure = {
   /** The call ran past `limits.timeoutMs` (interrupted in QuickJS, or its thread was stopped). */
   Timeout: "timeout",
@@ -43,3 +44,9 @@ export const LIMIT_FAILURES: ReadonlySet<string> = new Set<ProgramFailure>([
   ProgramFailure.Memory,
   ProgramFailure.Stack,
 ]);
+
+/** The limit an error reports (a ProgramError whose reason is in LIMIT_FAILURES), else undefined. */
+export function limitFailure(err: unknown): string | undefined {
+  const reason = err instanceof ProgramError ? err.fields["reason"] : undefined;
+  return typeof reason === "string" && LIMIT_FAILURES.has(reason) ? reason : undefined;
+}
